@@ -1,0 +1,82 @@
+"""Command line: `python -m exporter [flags]` or `whatsapp-usage-exporter [flags]`.
+
+Flags override `D360_*` environment variables, which override the config file. Secrets are
+taken from the environment or the config file only, never from flags (they would show in `ps`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+import structlog
+
+from exporter import __version__
+from exporter.config import ConfigError, Settings, load_settings
+from exporter.logging import configure
+from exporter.store import StateError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="whatsapp-usage-exporter",
+        description="Prometheus exporter for WhatsApp Business usage and cost via 360dialog. "
+        "With no Partner API credentials it runs in demo mode against a built-in simulator.",
+    )
+    p.add_argument("--config", dest="config_file", help="TOML config file (D360_CONFIG_FILE)")
+    p.add_argument("--demo", action="store_true", default=None,
+                   help="run against the built-in simulated 360dialog API (D360_DEMO)")
+    p.add_argument("--listen-address", help="host:port for /metrics (D360_LISTEN_ADDRESS)")
+    p.add_argument("--state-path", help="SQLite state file (D360_STATE_PATH)")
+    p.add_argument("--api-url", help="Partner API base URL (D360_API_URL)")
+    p.add_argument("--partner-id", help="360dialog partner id (D360_PARTNER_ID)")
+    p.add_argument("--log-format", choices=["json", "console", "auto"], help="(D360_LOG_FORMAT)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="(D360_LOG_LEVEL)")
+    p.add_argument("--shard-index", type=int, help="(D360_SHARD_INDEX)")
+    p.add_argument("--shard-count", type=int, help="(D360_SHARD_COUNT)")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the configuration, print it with secrets masked, and exit")
+    p.add_argument("--version", action="version", version=__version__)
+    return p.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        k: v for k, v in vars(args).items() if k != "check_config" and v is not None
+    }
+    settings = load_settings(**overrides)
+    if not settings.has_credentials and not settings.demo:
+        settings = settings.model_copy(update={"demo": True})
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        for key, value in settings.masked().items():
+            print(f"{key}={value}")
+        return 0
+    secrets = [s.get_secret_value() for s in (settings.api_key, settings.password) if s]
+    configure(settings.log_format, settings.log_level, secrets)
+    from exporter.app import serve  # noqa: PLC0415 - keeps --check-config and --help fast
+
+    try:
+        asyncio.run(serve(settings))
+    except (ConfigError, StateError, ValueError) as exc:
+        structlog.get_logger("exporter").error("startup_failed", error=str(exc))
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

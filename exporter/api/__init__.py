@@ -1,0 +1,1 @@
+"""360dialog Partner API: client, response models and errors."""

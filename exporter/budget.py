@@ -1,0 +1,124 @@
+"""Sliding-window budgets: "may I call now, and if not, when?"
+
+Each API call is charged to one or more *scopes* (a usage call to its channel and its WABA). A
+scope is `(kind, key)`; its kind names the `Limit`. Arithmetic is in integer milliseconds: in float
+seconds `(0.99999 + 3600.0) - 3600.0 < 0.99999`, enough to let an 11th call into a 10-call window.
+
+A window counts every call later than `now - window - guard`, *including calls stamped in the
+future*: if the wall clock steps back, calls made "later" still count, so a clock step never frees
+budget. The guard (a few percent of the window, at most 2 s) absorbs the difference between when
+we stamp a call and when the API's own window sees it arrive.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from exporter.config import Limit
+
+Scope = tuple[str, str]  # (kind, key), e.g. ("usage_channel", "ch_1")
+
+USAGE_CHANNEL = "usage_channel"
+USAGE_WABA = "usage_waba"
+CHANNEL_BALANCE = "channel_balance"
+CLIENT_BALANCE = "client_balance"
+PARTNER_BALANCE = "partner_balance"
+DISCOVERY = "discovery"
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """The scopes one call is charged to."""
+
+    scopes: tuple[Scope, ...]
+
+
+class Ledger:
+    """Call times per scope, pruned to the longest window; the single authority on budgets."""
+
+    def __init__(self, limits: Mapping[str, Limit]) -> None:
+        self._limits = dict(limits)
+        self._calls: dict[Scope, list[int]] = {}
+
+    def _span(self, kind: str) -> int:
+        window = self._limits[kind].window_ms
+        return window + max(50, min(2000, window // 20))
+
+    def limit(self, kind: str) -> Limit:
+        return self._limits[kind]
+
+    def load(self, rows: Iterable[tuple[str, str, int]]) -> None:
+        """Restore persisted calls `(kind, key, t_ms)` (any order)."""
+        for kind, key, t_ms in rows:
+            if kind in self._limits:
+                bisect.insort(self._calls.setdefault((kind, key), []), t_ms)
+
+    def used(self, scope: Scope, now_ms: int) -> int:
+        calls = self._calls.get(scope)
+        if not calls:
+            return 0
+        horizon = now_ms - self._span(scope[0])
+        return len(calls) - bisect.bisect_right(calls, horizon)
+
+    def next_slot(self, scopes: Sequence[Scope], now_ms: int) -> int:
+        """The earliest time >= now_ms at which every scope has room for one more call."""
+        when = now_ms
+        for scope in scopes:
+            calls = self._calls.get(scope)
+            if not calls:
+                continue
+            span = self._span(scope[0])
+            inside = calls[bisect.bisect_right(calls, now_ms - span) :]
+            excess = len(inside) - self._limits[scope[0]].count
+            if excess >= 0:
+                # Room appears when the oldest `excess + 1` calls have left the window.
+                when = max(when, inside[excess] + span + 1)
+        return when
+
+    def allows(self, scopes: Sequence[Scope], now_ms: int) -> bool:
+        return self.next_slot(scopes, now_ms) == now_ms
+
+    def record(self, scopes: Sequence[Scope], now_ms: int) -> None:
+        for scope in scopes:
+            bisect.insort(self._calls.setdefault(scope, []), now_ms)
+
+    def prune(self, now_ms: int) -> None:
+        """Forget calls that no window can see any more."""
+        for scope in list(self._calls):
+            calls = self._calls[scope]
+            horizon = now_ms - self._span(scope[0])
+            cut = bisect.bisect_right(calls, horizon)
+            if cut == len(calls):
+                del self._calls[scope]
+            elif cut:
+                del calls[:cut]
+
+    def max_span_ms(self) -> int:
+        return max((self._span(kind) for kind in self._limits), default=0)
+
+    def max_used_ratio(self, kind: str, keys: Iterable[str], now_ms: int) -> float:
+        limit = self._limits[kind]
+        return max((self.used((kind, key), now_ms) / limit.count for key in keys), default=0.0)
+
+    def scopes(self) -> list[Scope]:
+        return list(self._calls)
+
+
+def budget_owners(limit: Limit, shard_count: int) -> int:
+    """How many shards share a partner-wide budget: never more than it has calls per window."""
+    return min(limit.count, shard_count)
+
+
+def shard_limit(limit: Limit, shard_count: int, shard_index: int) -> Limit | None:
+    """This replica's share of a budget that all shards draw from together, or None.
+
+    Independent sliding windows only add up safely when each share is a whole number of calls
+    in the *same* window, so a budget of fewer calls than shards goes to the first shards only
+    (the others return None and leave that work to them).
+    """
+    owners = budget_owners(limit, shard_count)
+    if shard_index >= owners:
+        return None
+    return Limit(limit.count // owners, limit.window_seconds)

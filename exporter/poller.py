@@ -1,0 +1,580 @@
+"""The polling loop: ask the plan what is due, ask the ledger whether it may go, charge the ledger
+(on disk) before sending, call the API, and store what came back.
+
+Every task is one API request, except discovery, which charges each page separately. Failures are
+retried with backoff, still through the ledger; the store keeps serving the last good numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import heapq
+import itertools
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import structlog
+
+from exporter import budget
+from exporter.api import models
+from exporter.api.client import PartnerApi
+from exporter.api.errors import ApiError, RateLimitError
+from exporter.budget import Ledger, Scope
+from exporter.clock import Clock, to_ms
+from exporter.config import Limit, Settings
+from exporter.domain import Channel, MonthUsage
+from exporter.scheduler import (
+    ChannelPlan,
+    PlanParams,
+    close_out_time,
+    day_start,
+    initial_phase,
+    month_start,
+    plan_waba,
+    reporting_month,
+)
+from exporter.selfmetrics import SelfMetrics
+from exporter.store import Store
+
+log = structlog.get_logger("exporter.poller")
+_T = TypeVar("_T")
+
+USAGE = "usage"
+BALANCE = "balance"
+CLIENT_BALANCE = "client_balance"
+PARTNER_BALANCE = "partner_balance"
+DISCOVERY = "discovery"
+
+TaskKey = tuple[str, str]  # (task kind, id)
+
+MIN_BACKOFF_SECONDS = 15.0
+MAX_IDLE_SLEEP_SECONDS = 60.0
+
+
+def stable_shard(key: str, shard_count: int) -> int:
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % shard_count
+
+
+@dataclass(frozen=True, slots=True)
+class ShardBudgets:
+    """The limits this replica plans with: per-channel and per-WABA budgets belong whole to the
+    shard owning the WABA; partner-wide ones are split (or owned by the first shards)."""
+
+    usage_channel: Limit
+    usage_waba: Limit
+    channel_balance: Limit | None
+    client_balance: Limit | None
+    partner_balance: Limit | None
+    discovery: Limit
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> ShardBudgets:
+        n, i = s.shard_count, s.shard_index
+        discovery = budget.shard_limit(s.limit_discovery, n, i)
+        if discovery is None:
+            raise ValueError(
+                f"D360_LIMIT_DISCOVERY ({s.limit_discovery}) cannot be split over {n} shards: "
+                "every shard discovers; raise the limit or lower D360_SHARD_COUNT"
+            )
+        if s.client_balance_scope == "client":
+            client_balance: Limit | None = s.limit_client_balance
+        else:
+            client_balance = budget.shard_limit(s.limit_client_balance, n, i)
+        return cls(
+            usage_channel=s.limit_usage_channel,
+            usage_waba=s.limit_usage_waba,
+            channel_balance=s.limit_channel_balance,
+            client_balance=client_balance,
+            partner_balance=s.limit_partner_balance if i == 0 else None,
+            discovery=discovery,
+        )
+
+    def ledger_limits(self) -> dict[str, Limit]:
+        limits = {
+            budget.USAGE_CHANNEL: self.usage_channel,
+            budget.USAGE_WABA: self.usage_waba,
+            budget.DISCOVERY: self.discovery,
+        }
+        optional = {
+            budget.CHANNEL_BALANCE: self.channel_balance,
+            budget.CLIENT_BALANCE: self.client_balance,
+            budget.PARTNER_BALANCE: self.partner_balance,
+        }
+        limits.update({kind: limit for kind, limit in optional.items() if limit is not None})
+        return limits
+
+
+class Selection:
+    """Static allow/deny lists and the shard: which discovered channels this replica polls."""
+
+    def __init__(self, s: Settings) -> None:
+        self._s = s
+
+    @staticmethod
+    def _passes(values: Iterable[str], allow: list[str], deny: list[str]) -> bool:
+        present = {v for v in values if v}
+        if allow and not present & set(allow):
+            return False
+        return not present & set(deny)
+
+    def wanted(self, ch: Channel) -> bool:
+        s = self._s
+        return (
+            self._passes([ch.client_id], s.allow_client_ids, s.deny_client_ids)
+            and self._passes([ch.waba_id, ch.waba_external_id], s.allow_waba_ids, s.deny_waba_ids)
+            and self._passes([ch.id], s.allow_channel_ids, s.deny_channel_ids)
+        )
+
+    def owns(self, ch: Channel) -> bool:
+        return stable_shard(ch.waba_id or ch.id, self._s.shard_count) == self._s.shard_index
+
+
+class Poller:
+    def __init__(
+        self,
+        *,
+        api: PartnerApi,
+        store: Store,
+        ledger: Ledger,
+        clock: Clock,
+        settings: Settings,
+        budgets: ShardBudgets,
+        metrics: SelfMetrics,
+    ) -> None:
+        self.api = api
+        self.store = store
+        self.ledger = ledger
+        self.clock = clock
+        self.settings = settings
+        self.budgets = budgets
+        self.metrics = metrics
+        self.selection = Selection(settings)
+        self._params = PlanParams(
+            usage_channel=budgets.usage_channel,
+            usage_waba=budgets.usage_waba,
+            channel_balance=budgets.channel_balance,
+            balance_shares_usage=settings.channel_balance_shares_usage_budget,
+            margin=settings.safety_margin,
+            idle_weight=settings.idle_weight,
+        )
+        self._heap: list[tuple[float, int, TaskKey]] = []
+        self._due: dict[TaskKey, float] = {}
+        self._seq = itertools.count()
+        self._inflight: dict[TaskKey, asyncio.Task[None]] = {}
+        self._sem = asyncio.Semaphore(settings.max_concurrent_requests)
+        self._wake = asyncio.Event()
+        self._failures: dict[TaskKey, int] = defaultdict(int)
+        # Fleet shape for this replica, derived from the store's discovery.
+        self.plans: dict[str, ChannelPlan] = {}
+        self._wabas: dict[str, list[str]] = {}
+        self._idle: set[str] = set()
+        self._unchanged: dict[str, int] = defaultdict(int)
+        self._last_volume: dict[str, int] = {}
+        self._close_out_at: dict[str, float] = {}
+        self._clients: list[str] = []
+        self._day = day_start(clock.now())
+        self._reporting = reporting_month(clock.now(), settings.month_grace_seconds)
+        self.discovered_once = store.get_meta("last_discovery") is not None
+        self.ledger.load(store.ledger_rows())
+        self._apply_fleet(list(store.channels.values()), initial=True)
+        self._schedule(
+            (DISCOVERY, ""),
+            self.clock.now() if not self.discovered_once else self._next_discovery_time(),
+        )
+
+    # -- schedule bookkeeping --------------------------------------------------------------------
+
+    def _schedule(self, key: TaskKey, when: float) -> None:
+        self._due[key] = when
+        heapq.heappush(self._heap, (when, next(self._seq), key))
+        self._wake.set()
+
+    def _unschedule(self, key: TaskKey) -> None:
+        self._due.pop(key, None)
+
+    def next_due(self) -> float | None:
+        while self._heap:
+            when, _, key = self._heap[0]
+            if self._due.get(key) == when:
+                return when
+            heapq.heappop(self._heap)
+        return None
+
+    def _next_discovery_time(self) -> float:
+        last = float(self.store.get_meta("last_discovery") or 0)
+        return max(self.clock.now(), last + self.settings.discovery_interval_seconds)
+
+    # -- fleet and plan --------------------------------------------------------------------------
+
+    def _apply_fleet(self, channels: Sequence[Channel], *, initial: bool = False) -> None:
+        now = self.clock.now()
+        mine = [c for c in channels if self.selection.wanted(c) and self.selection.owns(c)]
+        wabas: dict[str, list[str]] = defaultdict(list)
+        for ch in sorted(mine, key=lambda c: c.id):
+            wabas[ch.waba_id or ch.id].append(ch.id)
+        known = set(self.plans)
+        self._wabas = dict(wabas)
+        self.plans = {}
+        for ids in self._wabas.values():
+            self.plans.update(plan_waba(ids, self._idle, self._params))
+        for gone in known - set(self.plans):
+            for kind in (USAGE, BALANCE):
+                self._unschedule((kind, gone))
+            self._idle.discard(gone)
+        for ids in self._wabas.values():
+            for index, ch_id in enumerate(ids):
+                if ch_id in known and not initial:
+                    continue
+                plan = self.plans[ch_id]
+                usage = self.store.usage.get(ch_id)
+                phase = initial_phase(index, len(ids), plan.usage_interval)
+                due = now + phase
+                if usage is not None:
+                    # Fresh enough from before a restart: wait out the rest of the interval.
+                    due = max(now, min(due, usage.fetched_at + plan.usage_interval))
+                self._schedule((USAGE, ch_id), due)
+                if plan.balance_interval is not None:
+                    b_phase = initial_phase(index, len(ids), plan.balance_interval)
+                    self._schedule((BALANCE, ch_id), now + b_phase + plan.usage_interval / 2)
+        self._plan_clients(mine, now)
+        if self.budgets.partner_balance is not None and (PARTNER_BALANCE, "") not in self._due:
+            self._schedule((PARTNER_BALANCE, ""), now)
+        self.metrics.discovered.labels("channels").set(len(self.plans))
+        self.metrics.discovered.labels("wabas").set(len(self._wabas))
+
+    def _plan_clients(self, mine: Sequence[Channel], now: float) -> None:
+        limit = self.budgets.client_balance
+        all_selected = [c for c in self.store.channels.values() if self.selection.wanted(c)]
+        client_ids = sorted({c.client_id for c in all_selected})
+        if limit is None:
+            owned: list[str] = []
+        elif self.settings.client_balance_scope == "client":
+            owned = [c for c in client_ids
+                     if stable_shard(c, self.settings.shard_count) == self.settings.shard_index]
+        else:
+            owners = budget.budget_owners(self.settings.limit_client_balance,
+                                          self.settings.shard_count)
+            owned = [c for c in client_ids
+                     if stable_shard(c, owners) == self.settings.shard_index]
+        for gone in set(self._clients) - set(owned):
+            self._unschedule((CLIENT_BALANCE, gone))
+        interval = self._client_interval(len(owned))
+        for index, client_id in enumerate(owned):
+            if (CLIENT_BALANCE, client_id) not in self._due:
+                self._schedule((CLIENT_BALANCE, client_id),
+                               now + initial_phase(index, len(owned), interval))
+        self._clients = owned
+        self.metrics.discovered.labels("clients").set(len(owned))
+        del mine
+
+    def _client_interval(self, n_clients: int) -> float:
+        limit = self.budgets.client_balance
+        if limit is None or n_clients == 0:
+            return self.settings.client_balance_interval_seconds
+        per_key = limit.window_seconds / limit.count
+        shared = n_clients if self.settings.client_balance_scope == "partner" else 1
+        return max(self.settings.client_balance_interval_seconds,
+                   per_key * shared * (1 + self.settings.safety_margin))
+
+    def _replan_waba(self, waba: str) -> None:
+        ids = self._wabas.get(waba, [])
+        new = plan_waba(ids, self._idle, self._params)
+        for ch_id, plan in new.items():
+            old = self.plans.get(ch_id)
+            self.plans[ch_id] = plan
+            due = self._due.get((USAGE, ch_id))
+            if old is not None and due is not None and plan.usage_interval < old.usage_interval:
+                # A channel that became busy gets its shorter interval now, not after its next poll.
+                self._schedule((USAGE, ch_id), max(self.clock.now(),
+                                                   due - old.usage_interval + plan.usage_interval))
+
+    # -- charges ---------------------------------------------------------------------------------
+
+    def _charge(self, key: TaskKey) -> tuple[Scope, ...] | None:
+        kind, id_ = key
+        if kind in (USAGE, BALANCE):
+            ch = self.store.channels.get(id_)
+            if ch is None or id_ not in self.plans:
+                return None
+            usage_scopes: tuple[Scope, ...] = (
+                (budget.USAGE_CHANNEL, id_), (budget.USAGE_WABA, ch.waba_id or ch.id))
+            if kind == USAGE:
+                return usage_scopes
+            own: tuple[Scope, ...] = ((budget.CHANNEL_BALANCE, id_),)
+            return own + usage_scopes if self.settings.channel_balance_shares_usage_budget else own
+        if kind == CLIENT_BALANCE:
+            scope_key = id_ if self.settings.client_balance_scope == "client" else "partner"
+            return ((budget.CLIENT_BALANCE, scope_key),)
+        if kind == PARTNER_BALANCE:
+            return ((budget.PARTNER_BALANCE, "partner"),)
+        return ((budget.DISCOVERY, "partner"),)
+
+    def _try_charge(self, key: TaskKey, scopes: Sequence[Scope]) -> bool:
+        """Record the call in the ledger and on disk if every budget has room; else defer it."""
+        now_ms = to_ms(self.clock.now())
+        slot = self.ledger.next_slot(scopes, now_ms)
+        if slot > now_ms:
+            full = next(s[0] for s in scopes if not self.ledger.allows([s], now_ms))
+            self.metrics.deferred.labels(full).inc()
+            self._schedule(key, slot / 1000)
+            return False
+        self.store.record_call(scopes, now_ms)  # on disk before the request leaves
+        self.ledger.record(scopes, now_ms)
+        return True
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    async def tick(self) -> float | None:
+        """Start every task that is due; return when the next one is due."""
+        now = self.clock.now()
+        self._check_calendar(now)
+        while True:
+            due = self.next_due()
+            if due is None or due > now:
+                break
+            _, _, key = heapq.heappop(self._heap)
+            del self._due[key]
+            if key in self._inflight:
+                continue  # it reschedules itself when it finishes
+            scopes = self._charge(key)
+            if scopes is None:
+                continue  # the channel is gone
+            if not self.ledger.allows(scopes, to_ms(now)):
+                self._try_charge(key, scopes)  # defers and counts
+                continue
+            self._inflight[key] = asyncio.create_task(self._run(key, scopes))
+        if to_ms(now) % 600_000 < 1000:
+            self.ledger.prune(to_ms(now))
+        return self.next_due()
+
+    async def drain(self) -> None:
+        """Wait for every request in flight (tests step the loop with tick() and drain())."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight.values()))
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            nxt = await self.tick()
+            delay = MAX_IDLE_SLEEP_SECONDS if nxt is None else nxt - self.clock.now()
+            delay = min(max(delay, 0.0), MAX_IDLE_SLEEP_SECONDS)
+            sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+            waker = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                waker.cancel()
+            if not self._inflight and delay == 0:
+                await asyncio.sleep(0)
+
+    def _check_calendar(self, now: float) -> None:
+        day = day_start(now)
+        if day > self._day:
+            self._day = day
+            self._start_close_out(day)
+        reporting = reporting_month(now, self.settings.month_grace_seconds)
+        if reporting != self._reporting:
+            self._reporting = reporting
+            self.store.touch()  # the counters switch months: render anew
+            log.info("month_switched", month_start=reporting)
+
+    def _start_close_out(self, boundary: int) -> None:
+        """Re-read every channel shortly after a UTC day ends, so the day's totals are final."""
+        for ids in self._wabas.values():
+            for index, ch_id in enumerate(ids):
+                at = close_out_time(boundary, self.settings.close_out_delay_seconds,
+                                    index, len(ids))
+                self._close_out_at[ch_id] = at
+                due = self._due.get((USAGE, ch_id))
+                if due is not None and due > at:
+                    self._schedule((USAGE, ch_id), at)
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    async def _run(self, key: TaskKey, scopes: Sequence[Scope]) -> None:
+        kind, id_ = key
+        try:
+            async with self._sem:
+                if kind == DISCOVERY:
+                    await self._discover()
+                    return
+                if not self._try_charge(key, scopes):
+                    return
+                started = self.clock.now()
+                try:
+                    await self._call(kind, id_, started)
+                except ApiError as exc:
+                    self._failed(key, exc)
+                else:
+                    self._failures.pop(key, None)
+                    self._reschedule_after_success(key, started)
+        except Exception:
+            log.exception("poll_task_crashed", task=kind, id=id_)
+            self._schedule(key, self.clock.now() + MIN_BACKOFF_SECONDS)
+        finally:
+            self._inflight.pop(key, None)
+            self._wake.set()
+
+    async def _call(self, kind: str, id_: str, now: float) -> None:
+        if kind == USAGE:
+            await self._poll_usage(id_, now)
+        elif kind == BALANCE:
+            ch = self.store.channels[id_]
+            balance = await self.api.channel_balance(ch.client_id, ch.id)
+            self.store.put_channel_balance(ch.id, balance, now)
+        elif kind == CLIENT_BALANCE:
+            self.store.put_client_balance(id_, await self.api.client_balance(id_), now)
+        elif kind == PARTNER_BALANCE:
+            self.store.put_partner_balances(await self.api.partner_balance(), now)
+
+    async def _poll_usage(self, channel_id: str, now: float) -> None:
+        ch = self.store.channels[channel_id]
+        first = reporting_month(now, self.settings.month_grace_seconds)
+        report = await self.api.channel_usage(ch.client_id, ch.id, first, int(now))
+        months = models.aggregate_by_month(report, default_currency="")
+        # Every month the request covered is authoritative, even when it came back empty.
+        current = month_start(now)
+        for month in {first, current}:
+            months.setdefault(month, MonthUsage(month, report.currency))
+        keep_from = month_start(first - 1)  # the month before: its series restart from zero
+        self.store.put_usage(ch.id, months, now, keep_from)
+        self._track_activity(ch, months[first])
+
+    def _track_activity(self, ch: Channel, usage: MonthUsage) -> None:
+        volume = usage.total_volume + sum(c.count for c in usage.calls.values())
+        if self._last_volume.get(ch.id) == volume:
+            self._unchanged[ch.id] += 1
+        else:
+            self._unchanged[ch.id] = 0
+        self._last_volume[ch.id] = volume
+        idle = self._unchanged[ch.id] >= self.settings.idle_after_polls
+        if idle != (ch.id in self._idle):
+            if idle:
+                self._idle.add(ch.id)
+            else:
+                self._idle.discard(ch.id)
+            self._replan_waba(ch.waba_id or ch.id)
+            log.debug("channel_activity_changed", channel_id=ch.id, idle=idle)
+
+    def _reschedule_after_success(self, key: TaskKey, started: float) -> None:
+        kind, id_ = key
+        if kind == USAGE:
+            plan = self.plans.get(id_)
+            if plan is None:
+                return
+            nxt = started + plan.usage_interval
+            close_out = self._close_out_at.get(id_)
+            if close_out is not None:
+                if started >= close_out:
+                    del self._close_out_at[id_]
+                else:
+                    nxt = min(nxt, close_out)
+            self._schedule(key, nxt)
+        elif kind == BALANCE:
+            plan = self.plans.get(id_)
+            if plan is not None and plan.balance_interval is not None:
+                self._schedule(key, started + plan.balance_interval)
+        elif kind == CLIENT_BALANCE:
+            if id_ in self._clients:
+                self._schedule(key, started + self._client_interval(len(self._clients)))
+        elif kind == PARTNER_BALANCE and self.budgets.partner_balance is not None:
+            limit = self.budgets.partner_balance
+            self._schedule(key, started + limit.window_seconds / limit.count
+                           * (1 + self.settings.safety_margin))
+
+    def _failed(self, key: TaskKey, exc: ApiError) -> None:
+        kind, id_ = key
+        self.metrics.api_errors.labels(exc.endpoint, exc.kind).inc()
+        self._failures[key] += 1
+        attempt = self._failures[key]
+        interval = self._task_interval(key)
+        delay = min(interval, MIN_BACKOFF_SECONDS * 2 ** (attempt - 1))
+        if isinstance(exc, RateLimitError):
+            self.metrics.rate_limited.labels(exc.endpoint).inc()
+            delay = max(delay, exc.retry_after or 0.0)
+            log.warning("api_rate_limited", task=kind, id=id_, retry_after=exc.retry_after,
+                        note="a 429 means our plan was wrong; please report it")
+        if not exc.retryable:
+            delay = interval
+        log.warning("api_call_failed", task=kind, id=id_, kind=exc.kind, error=str(exc),
+                    attempt=attempt, retry_in_seconds=round(delay, 1))
+        self._schedule(key, self.clock.now() + delay)
+
+    def _task_interval(self, key: TaskKey) -> float:
+        kind, id_ = key
+        plan = self.plans.get(id_)
+        if kind == USAGE and plan is not None:
+            return plan.usage_interval
+        if kind == BALANCE and plan is not None and plan.balance_interval is not None:
+            return plan.balance_interval
+        if kind == DISCOVERY:
+            return self.settings.discovery_interval_seconds
+        return self._client_interval(max(1, len(self._clients)))
+
+    # -- discovery -------------------------------------------------------------------------------
+
+    async def _discover(self) -> None:
+        key: TaskKey = (DISCOVERY, "")
+        try:
+            clients = await self._all_pages(self.api.clients_page)
+            channels = await self._all_pages(self.api.channels_page)
+        except _Deferred:
+            return
+        except ApiError as exc:
+            self._failed(key, exc)
+            return
+        self._failures.pop(key, None)
+        now = self.clock.now()
+        channels = [c for c in channels if self.selection.wanted(c)]
+        gone = self.store.set_discovery(clients, channels)
+        self.store.set_meta("last_discovery", repr(now))
+        self.discovered_once = True
+        for ch_id in gone:
+            self._last_volume.pop(ch_id, None)
+            self._unchanged.pop(ch_id, None)
+            self._close_out_at.pop(ch_id, None)
+        self._apply_fleet(channels)
+        self.metrics.last_discovery.set(now)
+        log.info("discovery_done", clients=len(clients), channels=len(channels),
+                 polled_channels=len(self.plans), retired=len(gone))
+        self._schedule(key, now + self.settings.discovery_interval_seconds)
+
+    async def _all_pages(
+        self, fetch: Callable[[int], Awaitable[models.Page[_T]]]
+    ) -> list[_T]:
+        """Every page of a listing, each page charged to the discovery budget."""
+        key: TaskKey = (DISCOVERY, "")
+        scopes = self._charge(key)
+        assert scopes is not None
+        items: list[_T] = []
+        offset = 0
+        while True:
+            if not self._try_charge(key, scopes):
+                raise _Deferred
+            page = await fetch(offset)
+            items.extend(page.items)
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                return items
+
+    def waba_intervals(self) -> list[tuple[str, float]]:
+        return [
+            (waba, min(self.plans[c].usage_interval for c in ids))
+            for waba, ids in self._wabas.items() if ids
+        ]
+
+    def idle_channels(self) -> set[str]:
+        return set(self._idle)
+
+    def wabas(self) -> dict[str, list[str]]:
+        return self._wabas
+
+
+class _Deferred(Exception):
+    """A discovery page had to wait for budget; discovery resumes from scratch later."""
+

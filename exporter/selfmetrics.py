@@ -1,0 +1,89 @@
+"""The exporter's own health: API calls, errors, budget use, plans, discovery.
+
+These live in their own registry, rendered on every scrape (they are small and move with every
+call), separately from the large usage exposition that is rendered only when data changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+
+PREFIX = "whatsapp_exporter_"
+
+
+class SelfMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.api_requests = Counter(
+            PREFIX + "api_requests", "Partner API requests by endpoint and HTTP status code "
+            "(code is 'transport' when no answer came).", ["endpoint", "code"], registry=r)
+        self.api_duration = Histogram(
+            PREFIX + "api_request_duration_seconds", "Partner API request duration.",
+            ["endpoint"], registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+        self.api_errors = Counter(
+            PREFIX + "api_errors", "Failed Partner API calls by endpoint and kind "
+            "(transport, rate_limited, server, auth, client, malformed).",
+            ["endpoint", "kind"], registry=r)
+        self.rate_limited = Counter(
+            PREFIX + "rate_limited", "HTTP 429 answers received; each one is a planning bug.",
+            ["endpoint"], registry=r)
+        self.deferred = Counter(
+            PREFIX + "polls_deferred", "Polls the ledger held back because a budget was full.",
+            ["scope"], registry=r)
+        self.discovered = Gauge(
+            PREFIX + "discovered", "Entities found by the last discovery and selected for polling "
+            "by this replica.", ["kind"], registry=r)
+        self.last_discovery = Gauge(
+            PREFIX + "last_discovery_success_timestamp_seconds",
+            "When discovery last completed.", registry=r)
+        self.ready = Gauge(PREFIX + "ready", "1 once state is loaded and discovery has run.",
+                           registry=r)
+        Info(PREFIX + "build", "Exporter version.", registry=r).info({"version": __version__})
+        for kind in ("clients", "wabas", "channels"):
+            self.discovered.labels(kind)
+
+    def observe_request(self, endpoint: str, code: str, seconds: float) -> None:
+        self.api_requests.labels(endpoint, code).inc()
+        self.api_duration.labels(endpoint).observe(seconds)
+
+    def add(self, collector: Collector) -> None:
+        self.registry.register(collector)
+
+
+class PlanCollector(Collector):
+    """Budget use and planned intervals, read from the poller when scraped (memory only)."""
+
+    def __init__(
+        self,
+        budget_use: Callable[[], Iterable[tuple[str, str, float]]],
+        intervals: Callable[[], Iterable[tuple[str, float]]],
+    ) -> None:
+        self._budget_use = budget_use
+        self._intervals = intervals
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        use = GaugeMetricFamily(
+            PREFIX + "budget_used_ratio",
+            "Share of each rate-limit budget used in its current window; for per-channel scopes "
+            "the busiest channel of the WABA.", labels=["scope", "waba_id"])
+        for scope, waba, ratio in self._budget_use():
+            use.add_metric([scope, waba], ratio)
+        yield use
+        interval = GaugeMetricFamily(
+            PREFIX + "poll_interval_seconds",
+            "Planned seconds between usage polls of the busiest channel of each WABA.",
+            labels=["waba_id"])
+        for waba, seconds in self._intervals():
+            interval.add_metric([waba], seconds)
+        yield interval
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []

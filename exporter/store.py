@@ -1,0 +1,254 @@
+"""SQLite state: the call ledger, discovery results, and the latest usage and balances.
+
+Every write goes to SQLite first and then to an in-memory mirror; the collector reads only the
+mirror, so a scrape never touches the disk. WAL with `synchronous=NORMAL` survives a killed
+process (the case we must survive: crash loops), and a restart loads the mirror at once so the
+last known numbers are served before the first poll.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from exporter.domain import Balance, CallTotal, Channel, Client, MessageTotal, MonthUsage
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger (kind TEXT NOT NULL, key TEXT NOT NULL, t_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS ledger_t ON ledger (t_ms);
+CREATE TABLE IF NOT EXISTS clients (id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS channels (
+    id TEXT PRIMARY KEY, client_id TEXT NOT NULL, waba_id TEXT NOT NULL,
+    waba_external_id TEXT NOT NULL, phone_number TEXT NOT NULL, name TEXT NOT NULL,
+    status TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS usage (
+    channel_id TEXT NOT NULL, month_start INTEGER NOT NULL, fetched_at REAL NOT NULL,
+    body TEXT NOT NULL, PRIMARY KEY (channel_id, month_start));
+CREATE TABLE IF NOT EXISTS balances (
+    scope TEXT NOT NULL, id TEXT NOT NULL, currency TEXT NOT NULL, amount TEXT NOT NULL,
+    fetched_at REAL NOT NULL, PRIMARY KEY (scope, id, currency));
+"""
+
+
+class StateError(Exception):
+    """The state file cannot be used; the message says which file and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelUsage:
+    months: dict[int, MonthUsage]  # month_start -> usage; the reporting month and the one before
+    fetched_at: float
+
+
+class Store:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._check_version()
+        except sqlite3.Error as exc:
+            raise StateError(f"D360_STATE_PATH: cannot use {path}: {exc}") from None
+        self.version = 0  # bumped on every change the collector can see
+        self.clients: dict[str, Client] = {}
+        self.channels: dict[str, Channel] = {}
+        self.usage: dict[str, ChannelUsage] = {}
+        self.channel_balances: dict[str, Balance] = {}
+        self.client_balances: dict[str, list[Balance]] = {}
+        self.partner_balances: list[Balance] = []
+        self._load()
+
+    def _check_version(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise StateError(
+                f"D360_STATE_PATH: {self.path} has schema {row[0]}, this version needs "
+                f"{SCHEMA_VERSION}; move the file away to start afresh"
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def touch(self) -> None:
+        """Mark the view changed without new data (e.g. the reporting month moved on)."""
+        self.version += 1
+
+    # -- meta ------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- ledger ----------------------------------------------------------------------------------
+
+    def record_call(self, scopes: Sequence[tuple[str, str]], t_ms: int) -> None:
+        """Persist one call before it is made (autocommit), so a crash never under-counts."""
+        self._db.executemany(
+            "INSERT INTO ledger VALUES (?, ?, ?)", [(kind, key, t_ms) for kind, key in scopes]
+        )
+
+    def ledger_rows(self) -> list[tuple[str, str, int]]:
+        return [(str(k), str(key), int(t)) for k, key, t in self._db.execute(
+            "SELECT kind, key, t_ms FROM ledger")]
+
+    def prune_ledger(self, before_ms: int) -> None:
+        self._db.execute("DELETE FROM ledger WHERE t_ms < ?", (before_ms,))
+
+    # -- discovery -------------------------------------------------------------------------------
+
+    def set_discovery(self, clients: Iterable[Client], channels: Iterable[Channel]) -> set[str]:
+        """Replace the discovered fleet; return the ids of channels that disappeared."""
+        new_clients = {c.id: c for c in clients}
+        new_channels = {c.id: c for c in channels}
+        gone = set(self.channels) - set(new_channels)
+        with self._tx():
+            self._db.execute("DELETE FROM clients")
+            self._db.executemany(
+                "INSERT INTO clients VALUES (?, ?, ?)",
+                [(c.id, c.name, c.status) for c in new_clients.values()],
+            )
+            self._db.execute("DELETE FROM channels")
+            self._db.executemany(
+                "INSERT INTO channels VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (c.id, c.client_id, c.waba_id, c.waba_external_id, c.phone_number, c.name,
+                     c.status)
+                    for c in new_channels.values()
+                ],
+            )
+            for channel_id in gone:
+                self._db.execute("DELETE FROM usage WHERE channel_id=?", (channel_id,))
+                self._db.execute(
+                    "DELETE FROM balances WHERE scope='channel' AND id=?", (channel_id,)
+                )
+            gone_clients = set(self.client_balances) - set(new_clients)
+            for client_id in gone_clients:
+                self._db.execute("DELETE FROM balances WHERE scope='client' AND id=?", (client_id,))
+        self.clients, self.channels = new_clients, new_channels
+        for channel_id in gone:
+            self.usage.pop(channel_id, None)
+            self.channel_balances.pop(channel_id, None)
+        for client_id in set(self.client_balances) - set(new_clients):
+            del self.client_balances[client_id]
+        self.version += 1
+        return gone
+
+    # -- usage and balances ----------------------------------------------------------------------
+
+    def put_usage(self, channel_id: str, months: dict[int, MonthUsage], fetched_at: float,
+                  keep_from: int) -> None:
+        """Store a channel's usage per month, dropping months before `keep_from`."""
+        prev = self.usage.get(channel_id)
+        merged = {m: u for m, u in (prev.months if prev else {}).items() if m >= keep_from}
+        merged.update({m: u for m, u in months.items() if m >= keep_from})
+        with self._tx():
+            self._db.execute(
+                "DELETE FROM usage WHERE channel_id=? AND month_start<?", (channel_id, keep_from)
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO usage VALUES (?, ?, ?, ?)",
+                [(channel_id, m, fetched_at, _dump_usage(u)) for m, u in merged.items()],
+            )
+            self._db.execute(
+                "UPDATE usage SET fetched_at=? WHERE channel_id=?", (fetched_at, channel_id)
+            )
+        self.usage[channel_id] = ChannelUsage(merged, fetched_at)
+        self.version += 1
+
+    def put_channel_balance(self, channel_id: str, balance: Balance, fetched_at: float) -> None:
+        self._put_balances("channel", channel_id, [balance], fetched_at)
+        self.channel_balances[channel_id] = balance
+        self.version += 1
+
+    def put_client_balance(self, client_id: str, balance: Balance, fetched_at: float) -> None:
+        self._put_balances("client", client_id, [balance], fetched_at)
+        self.client_balances[client_id] = [balance]
+        self.version += 1
+
+    def put_partner_balances(self, balances: list[Balance], fetched_at: float) -> None:
+        self._put_balances("partner", "", balances, fetched_at)
+        self.partner_balances = list(balances)
+        self.version += 1
+
+    def _put_balances(self, scope: str, id_: str, balances: list[Balance], at: float) -> None:
+        with self._tx():
+            self._db.execute("DELETE FROM balances WHERE scope=? AND id=?", (scope, id_))
+            self._db.executemany(
+                "INSERT INTO balances VALUES (?, ?, ?, ?, ?)",
+                [(scope, id_, b.currency, str(b.amount), at) for b in balances],
+            )
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        for id_, name, status in self._db.execute("SELECT id, name, status FROM clients"):
+            self.clients[id_] = Client(id_, name, status)
+        for row in self._db.execute("SELECT * FROM channels"):
+            self.channels[row[0]] = Channel(*row)
+        for channel_id, month, fetched_at, body in self._db.execute(
+            "SELECT channel_id, month_start, fetched_at, body FROM usage"
+        ):
+            prev = self.usage.get(channel_id)
+            months = dict(prev.months) if prev else {}
+            months[int(month)] = _load_usage(int(month), body)
+            self.usage[channel_id] = ChannelUsage(months, float(fetched_at))
+        for scope, id_, cur, amount, _at in self._db.execute("SELECT * FROM balances"):
+            balance = Balance(Decimal(amount), cur)
+            if scope == "channel":
+                self.channel_balances[id_] = balance
+            elif scope == "client":
+                self.client_balances.setdefault(id_, []).append(balance)
+            else:
+                self.partner_balances.append(balance)
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _dump_usage(u: MonthUsage) -> str:
+    body: dict[str, Any] = {
+        "currency": u.currency,
+        "messages": [[c, p, m.volume, str(m.cost)] for (c, p), m in sorted(u.messages.items())],
+        "calls": [
+            [d, c.count, c.duration_seconds, str(c.cost)] for d, c in sorted(u.calls.items())
+        ],
+    }
+    return json.dumps(body, separators=(",", ":"))
+
+
+def _load_usage(month: int, text: str) -> MonthUsage:
+    body = json.loads(text)
+    return MonthUsage(
+        month,
+        body["currency"],
+        {(c, p): MessageTotal(int(v), Decimal(cost)) for c, p, v, cost in body["messages"]},
+        {d: CallTotal(int(n), int(s), Decimal(cost)) for d, n, s, cost in body["calls"]},
+    )
