@@ -74,7 +74,7 @@ class Ledger:
             excess = len(inside) - self._limits[scope[0]].count
             if excess >= 0:
                 # Room appears when the oldest `excess + 1` calls have left the window.
-                when = max(when, inside[excess] + span + 1)
+                when = max(when, inside[excess] + span)
         return when
 
     def allows(self, scopes: Sequence[Scope], now_ms: int) -> bool:
