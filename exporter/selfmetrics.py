@@ -44,8 +44,6 @@ class SelfMetrics:
         self.last_discovery = Gauge(
             PREFIX + "last_discovery_success_timestamp_seconds",
             "When discovery last completed.", registry=r)
-        self.ready = Gauge(PREFIX + "ready", "1 once state is loaded and discovery has run.",
-                           registry=r)
         Info(PREFIX + "build", "Exporter version.", registry=r).info({"version": __version__})
         for kind in ("clients", "wabas", "channels"):
             self.discovered.labels(kind)
