@@ -59,7 +59,7 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self._check_version()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StateError(f"D360_STATE_PATH: cannot use {path}: {exc}") from None
         self.version = 0  # bumped on every change the collector can see
         self.clients: dict[str, Client] = {}
