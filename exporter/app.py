@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import structlog
-import uvicorn
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from starlette.applications import Starlette
@@ -29,6 +28,7 @@ from exporter.exposition import Exposition
 from exporter.http import metrics_app
 from exporter.poller import Poller, ShardBudgets
 from exporter.selfmetrics import PlanCollector, SelfMetrics
+from exporter.serving import bind_socket, embedded_server, url_of
 from exporter.store import Store
 
 log = structlog.get_logger("exporter")
@@ -117,16 +117,6 @@ def _budget_use(poller: Poller, ledger: Ledger, clock: Clock) -> list[tuple[str,
     return rows
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
-
-
 async def serve(settings: Settings) -> None:
     """Run the exporter until SIGINT/SIGTERM: demo simulator if asked, HTTP server, poller."""
     simulator = None
@@ -156,11 +146,11 @@ async def serve(settings: Settings) -> None:
     exporter = build(settings, mode=mode)
     host, port = settings.listen
     sock = bind_socket(host, port)
-    bound = sock.getsockname()
-    server = uvicorn.Server(uvicorn.Config(
-        exporter.http_app, log_level="warning", access_log=False, lifespan="off",
-        timeout_graceful_shutdown=5))
-    log.info("exporter_started", version=__version__, listen=f"{bound[0]}:{bound[1]}",
+    server = embedded_server(exporter.http_app)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    log.info("exporter_started", version=__version__, listen=url_of(sock),
              state_path=str(settings.state_path), channels_known=len(exporter.store.channels),
              shard=f"{settings.shard_index}/{settings.shard_count}")
     poller_task = asyncio.create_task(exporter.poller.run(), name="poller")

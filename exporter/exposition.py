@@ -2,13 +2,15 @@
 
 The usage part (large: every channel's series) is rendered once per change of the store and kept
 as plain text, OpenMetrics and gzip. The exporter's own metrics (small, moving with every API
-call) are rendered per scrape and appended; a gzip body is the cached gzip member of the usage
-part followed by a fresh member for the rest, which RFC 1952 readers (Prometheus included) join.
+call) are rendered per scrape and appended. For gzip, the usage part is compressed once up to a
+sync flush and the compressor's state is kept; each scrape continues a copy of that state with
+its own small tail, so the body is one ordinary gzip stream (some clients read only the first
+member of a multi-member file) and the large part is never compressed twice.
 """
 
 from __future__ import annotations
 
-import gzip
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,13 +28,25 @@ def om_latest(registry: CollectorRegistry) -> bytes:
     return _om_latest(registry)  # type: ignore[no-untyped-call,no-any-return]
 
 
+class _GzipPrefix:
+    """A gzip stream of `head`, left open so any tail can be appended in one stream."""
+
+    def __init__(self, head: bytes) -> None:
+        self._state = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: gzip header and trailer
+        self.data = self._state.compress(head) + self._state.flush(zlib.Z_SYNC_FLUSH)
+
+    def finish(self, tail: bytes) -> bytes:
+        state = self._state.copy()
+        return self.data + state.compress(tail) + state.flush(zlib.Z_FINISH)
+
+
 @dataclass(frozen=True, slots=True)
 class _Rendered:
     version: int
     text: bytes
-    text_gz: bytes
+    text_gz: _GzipPrefix
     om: bytes
-    om_gz: bytes
+    om_gz: _GzipPrefix
 
 
 class Exposition:
@@ -53,9 +67,7 @@ class Exposition:
         if self._cache is None or self._cache.version != version:
             text = text_latest(self._data)
             om = om_latest(self._data).removesuffix(_EOF)
-            self._cache = _Rendered(
-                version, text, gzip.compress(text, 6, mtime=0), om, gzip.compress(om, 6, mtime=0)
-            )
+            self._cache = _Rendered(version, text, _GzipPrefix(text), om, _GzipPrefix(om))
             self.renders += 1
         return self._cache
 
@@ -68,5 +80,5 @@ class Exposition:
             own, head, head_gz = text_latest(self._own), cached.text, cached.text_gz
             ctype = TEXT_TYPE
         if compress:
-            return head_gz + gzip.compress(own, 1, mtime=0), ctype
+            return head_gz.finish(own), ctype
         return head + own, ctype

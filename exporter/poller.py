@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import heapq
 import itertools
+import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ BALANCE = "balance"
 CLIENT_BALANCE = "client_balance"
 PARTNER_BALANCE = "partner_balance"
 DISCOVERY = "discovery"
+CLOSE_OUT = "close_out"  # an extra usage poll after a UTC day ends, only where budget has room
 
 TaskKey = tuple[str, str]  # (task kind, id)
 
@@ -174,17 +176,33 @@ class Poller:
         self._idle: set[str] = set()
         self._unchanged: dict[str, int] = defaultdict(int)
         self._last_volume: dict[str, int] = {}
-        self._close_out_at: dict[str, float] = {}
+        # WABAs whose own budget binds get a pacer: one call per `spacing`, so per-channel
+        # timers that drift together (replans, restarts, close-outs) queue instead of bursting.
+        self._waba_spacing: dict[str, float] = {}
+        self._waba_next: dict[str, float] = {}
+        self._planned: dict[TaskKey, float] = {}  # a paced task's phase, kept through delays
         self._clients: list[str] = []
         self._day = day_start(clock.now())
         self._reporting = reporting_month(clock.now(), settings.month_grace_seconds)
         self.discovered_once = store.get_meta("last_discovery") is not None
         self.ledger.load(store.ledger_rows())
+        self._restore_activity()
         self._apply_fleet(list(store.channels.values()), initial=True)
         self._schedule(
             (DISCOVERY, ""),
             self.clock.now() if not self.discovered_once else self._next_discovery_time(),
         )
+
+    def _restore_activity(self) -> None:
+        """Plans survive restarts like budgets do: idle channels stay idle until they move."""
+        self._idle = set(json.loads(self.store.get_meta("idle_channels") or "[]"))
+        month = reporting_month(self.clock.now(), self.settings.month_grace_seconds)
+        for ch_id, usage in self.store.usage.items():
+            current = usage.months.get(month)
+            if current is not None:
+                self._last_volume[ch_id] = _activity_volume(current)
+                if ch_id in self._idle:
+                    self._unchanged[ch_id] = self.settings.idle_after_polls
 
     # -- schedule bookkeeping --------------------------------------------------------------------
 
@@ -219,11 +237,14 @@ class Poller:
         known = set(self.plans)
         self._wabas = dict(wabas)
         self.plans = {}
-        for ids in self._wabas.values():
+        self._waba_spacing = {}
+        for waba, ids in self._wabas.items():
             self.plans.update(plan_waba(ids, self._idle, self._params))
+            self._set_pacer(waba, ids)
         for gone in known - set(self.plans):
-            for kind in (USAGE, BALANCE):
+            for kind in (USAGE, BALANCE, CLOSE_OUT):
                 self._unschedule((kind, gone))
+                self._planned.pop((kind, gone), None)
             self._idle.discard(gone)
         for ids in self._wabas.values():
             for index, ch_id in enumerate(ids):
@@ -234,12 +255,20 @@ class Poller:
                 phase = initial_phase(index, len(ids), plan.usage_interval)
                 due = now + phase
                 if usage is not None:
-                    # Fresh enough from before a restart: wait out the rest of the interval.
-                    due = max(now, min(due, usage.fetched_at + plan.usage_interval))
+                    # Known from before a restart: resume the cadence where it was (pulling it
+                    # forward would burst). An overdue channel keeps its true, past due time,
+                    # so the most overdue goes first.
+                    due = usage.fetched_at + plan.usage_interval
                 self._schedule((USAGE, ch_id), due)
+                self._planned[(USAGE, ch_id)] = due
                 if plan.balance_interval is not None:
                     b_phase = initial_phase(index, len(ids), plan.balance_interval)
-                    self._schedule((BALANCE, ch_id), now + b_phase + plan.usage_interval / 2)
+                    b_due = now + b_phase + plan.usage_interval / 2
+                    fetched = self.store.balance_fetched_at.get(("channel", ch_id))
+                    if fetched is not None:
+                        b_due = fetched + plan.balance_interval
+                    self._schedule((BALANCE, ch_id), b_due)
+                    self._planned[(BALANCE, ch_id)] = b_due
         self._plan_clients(mine, now)
         if self.budgets.partner_balance is not None and (PARTNER_BALANCE, "") not in self._due:
             self._schedule((PARTNER_BALANCE, ""), now)
@@ -265,8 +294,11 @@ class Poller:
         interval = self._client_interval(len(owned))
         for index, client_id in enumerate(owned):
             if (CLIENT_BALANCE, client_id) not in self._due:
-                self._schedule((CLIENT_BALANCE, client_id),
-                               now + initial_phase(index, len(owned), interval))
+                due = now + initial_phase(index, len(owned), interval)
+                fetched = self.store.balance_fetched_at.get(("client", client_id))
+                if fetched is not None:
+                    due = fetched + interval
+                self._schedule((CLIENT_BALANCE, client_id), due)
         self._clients = owned
         self.metrics.discovered.labels("clients").set(len(owned))
         del mine
@@ -280,29 +312,48 @@ class Poller:
         return max(self.settings.client_balance_interval_seconds,
                    per_key * shared * (1 + self.settings.safety_margin))
 
+    def _set_pacer(self, waba: str, ids: Sequence[str]) -> None:
+        usage_waba, usage_channel = self.budgets.usage_waba, self.budgets.usage_channel
+        # Exact: 20 channels x 10/h is exactly 200/h, which floats can get wrong.
+        if (len(ids) * usage_channel.count * usage_waba.window_ms
+                > usage_waba.count * usage_channel.window_ms):
+            # Half the margin: a little faster than the plan needs, so a queue drains, and
+            # still slower than the budget allows.
+            self._waba_spacing[waba] = (usage_waba.window_seconds / usage_waba.count
+                                        * (1 + self._params.margin / 2))
+
+    def _paced(self, key: TaskKey, now: float) -> bool:
+        """Hold a WABA-bound call until the WABA's pacer has room; True if held."""
+        if key[0] not in (USAGE, BALANCE) or not self._waba_spacing:
+            return False
+        ch = self.store.channels.get(key[1])
+        waba = (ch.waba_id or ch.id) if ch else ""
+        spacing = self._waba_spacing.get(waba)
+        if spacing is None:
+            return False
+        ready_at = self._waba_next.get(waba, now)
+        if ready_at > now:
+            self._schedule(key, ready_at)
+            return True
+        self._waba_next[waba] = now + spacing
+        return False
+
     def _replan_waba(self, waba: str) -> None:
-        ids = self._wabas.get(waba, [])
-        new = plan_waba(ids, self._idle, self._params)
-        for ch_id, plan in new.items():
-            old = self.plans.get(ch_id)
-            self.plans[ch_id] = plan
-            due = self._due.get((USAGE, ch_id))
-            if old is not None and due is not None and plan.usage_interval < old.usage_interval:
-                # A channel that became busy gets its shorter interval now, not after its next poll.
-                self._schedule((USAGE, ch_id), max(self.clock.now(),
-                                                   due - old.usage_interval + plan.usage_interval))
+        # New intervals apply from each channel's next poll on: pulling polls forward here
+        # would burst into a WABA budget that is already nearly all planned.
+        self.plans.update(plan_waba(self._wabas.get(waba, []), self._idle, self._params))
 
     # -- charges ---------------------------------------------------------------------------------
 
     def _charge(self, key: TaskKey) -> tuple[Scope, ...] | None:
         kind, id_ = key
-        if kind in (USAGE, BALANCE):
+        if kind in (USAGE, BALANCE, CLOSE_OUT):
             ch = self.store.channels.get(id_)
             if ch is None or id_ not in self.plans:
                 return None
             usage_scopes: tuple[Scope, ...] = (
                 (budget.USAGE_CHANNEL, id_), (budget.USAGE_WABA, ch.waba_id or ch.id))
-            if kind == USAGE:
+            if kind in (USAGE, CLOSE_OUT):
                 return usage_scopes
             own: tuple[Scope, ...] = ((budget.CHANNEL_BALANCE, id_),)
             return own + usage_scopes if self.settings.channel_balance_shares_usage_budget else own
@@ -343,6 +394,13 @@ class Poller:
             scopes = self._charge(key)
             if scopes is None:
                 continue  # the channel is gone
+            if key[0] == CLOSE_OUT:
+                if (USAGE, key[1]) in self._inflight or not self.ledger.allows(scopes, to_ms(now)):
+                    continue  # no room: the next regular poll closes the day instead
+                self._inflight[key] = asyncio.create_task(self._run(key, scopes))
+                continue
+            if self._paced(key, now):
+                continue
             if not self.ledger.allows(scopes, to_ms(now)):
                 self._try_charge(key, scopes)  # defers and counts
                 continue
@@ -384,15 +442,18 @@ class Poller:
             log.info("month_switched", month_start=reporting)
 
     def _start_close_out(self, boundary: int) -> None:
-        """Re-read every channel shortly after a UTC day ends, so the day's totals are final."""
-        for ids in self._wabas.values():
+        """Re-read every channel shortly after a UTC day ends, so the day's totals are final.
+
+        Where the channel's own budget binds there is usually room for one extra call, and the
+        cadence restarts from it. A WABA whose shared budget binds has no room to spare: there
+        the first regular poll after the delay closes the day, within one interval.
+        """
+        for waba, ids in self._wabas.items():
             for index, ch_id in enumerate(ids):
                 at = close_out_time(boundary, self.settings.close_out_delay_seconds,
                                     index, len(ids))
-                self._close_out_at[ch_id] = at
-                due = self._due.get((USAGE, ch_id))
-                if due is not None and due > at:
-                    self._schedule((USAGE, ch_id), at)
+                if waba not in self._waba_spacing:
+                    self._schedule((CLOSE_OUT, ch_id), at)
 
     # -- tasks -----------------------------------------------------------------------------------
 
@@ -421,7 +482,7 @@ class Poller:
             self._wake.set()
 
     async def _call(self, kind: str, id_: str, now: float) -> None:
-        if kind == USAGE:
+        if kind in (USAGE, CLOSE_OUT):
             await self._poll_usage(id_, now)
         elif kind == BALANCE:
             ch = self.store.channels[id_]
@@ -446,7 +507,7 @@ class Poller:
         self._track_activity(ch, months[first])
 
     def _track_activity(self, ch: Channel, usage: MonthUsage) -> None:
-        volume = usage.total_volume + sum(c.count for c in usage.calls.values())
+        volume = _activity_volume(usage)
         if self._last_volume.get(ch.id) == volume:
             self._unchanged[ch.id] += 1
         else:
@@ -459,26 +520,19 @@ class Poller:
             else:
                 self._idle.discard(ch.id)
             self._replan_waba(ch.waba_id or ch.id)
+            self.store.set_meta("idle_channels", json.dumps(sorted(self._idle)))
             log.debug("channel_activity_changed", channel_id=ch.id, idle=idle)
 
     def _reschedule_after_success(self, key: TaskKey, started: float) -> None:
         kind, id_ = key
-        if kind == USAGE:
+        if kind in (USAGE, CLOSE_OUT):
             plan = self.plans.get(id_)
-            if plan is None:
-                return
-            nxt = started + plan.usage_interval
-            close_out = self._close_out_at.get(id_)
-            if close_out is not None:
-                if started >= close_out:
-                    del self._close_out_at[id_]
-                else:
-                    nxt = min(nxt, close_out)
-            self._schedule(key, nxt)
+            if plan is not None:
+                self._schedule_next((USAGE, id_), started, plan.usage_interval)
         elif kind == BALANCE:
             plan = self.plans.get(id_)
             if plan is not None and plan.balance_interval is not None:
-                self._schedule(key, started + plan.balance_interval)
+                self._schedule_next(key, started, plan.balance_interval)
         elif kind == CLIENT_BALANCE:
             if id_ in self._clients:
                 self._schedule(key, started + self._client_interval(len(self._clients)))
@@ -487,9 +541,25 @@ class Poller:
             self._schedule(key, started + limit.window_seconds / limit.count
                            * (1 + self.settings.safety_margin))
 
+    def _schedule_next(self, key: TaskKey, started: float, interval: float) -> None:
+        """Next poll of a channel. In a paced WABA it keeps its planned phase, so a call the
+        pacer delayed does not push the channel into its neighbours' slots; elsewhere (and
+        after a delay longer than an interval) it counts from when this call went out."""
+        ch = self.store.channels.get(key[1])
+        paced = ch is not None and (ch.waba_id or ch.id) in self._waba_spacing
+        planned = self._planned.get(key)
+        if paced and planned is not None and started - planned < interval:
+            nxt = planned + interval
+        else:
+            nxt = started + interval
+        self._planned[key] = nxt
+        self._schedule(key, nxt)
+
     def _failed(self, key: TaskKey, exc: ApiError) -> None:
         kind, id_ = key
         self.metrics.api_errors.labels(exc.endpoint, exc.kind).inc()
+        if kind == CLOSE_OUT:
+            return  # the regular poll is still scheduled and will close the day
         self._failures[key] += 1
         attempt = self._failures[key]
         interval = self._task_interval(key)
@@ -537,7 +607,6 @@ class Poller:
         for ch_id in gone:
             self._last_volume.pop(ch_id, None)
             self._unchanged.pop(ch_id, None)
-            self._close_out_at.pop(ch_id, None)
         self._apply_fleet(channels)
         self.metrics.last_discovery.set(now)
         log.info("discovery_done", clients=len(clients), channels=len(channels),
@@ -573,6 +642,10 @@ class Poller:
 
     def wabas(self) -> dict[str, list[str]]:
         return self._wabas
+
+
+def _activity_volume(usage: MonthUsage) -> int:
+    return usage.total_volume + sum(c.count for c in usage.calls.values())
 
 
 class _Deferred(Exception):

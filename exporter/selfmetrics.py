@@ -8,13 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from exporter import __version__
 
 PREFIX = "whatsapp_exporter_"
+
+# `_created` series double every counter for a feature few use; keep the exposition lean.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class SelfMetrics:

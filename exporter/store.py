@@ -68,6 +68,7 @@ class Store:
         self.channel_balances: dict[str, Balance] = {}
         self.client_balances: dict[str, list[Balance]] = {}
         self.partner_balances: list[Balance] = []
+        self.balance_fetched_at: dict[tuple[str, str], float] = {}  # (scope, id) -> when
         self._load()
 
     def _check_version(self) -> None:
@@ -145,6 +146,7 @@ class Store:
         for channel_id in gone:
             self.usage.pop(channel_id, None)
             self.channel_balances.pop(channel_id, None)
+            self.balance_fetched_at.pop(("channel", channel_id), None)
         for client_id in set(self.client_balances) - set(new_clients):
             del self.client_balances[client_id]
         self.version += 1
@@ -188,6 +190,7 @@ class Store:
         self.version += 1
 
     def _put_balances(self, scope: str, id_: str, balances: list[Balance], at: float) -> None:
+        self.balance_fetched_at[(scope, id_)] = at
         with self._tx():
             self._db.execute("DELETE FROM balances WHERE scope=? AND id=?", (scope, id_))
             self._db.executemany(
@@ -209,8 +212,9 @@ class Store:
             months = dict(prev.months) if prev else {}
             months[int(month)] = _load_usage(int(month), body)
             self.usage[channel_id] = ChannelUsage(months, float(fetched_at))
-        for scope, id_, cur, amount, _at in self._db.execute("SELECT * FROM balances"):
+        for scope, id_, cur, amount, at in self._db.execute("SELECT * FROM balances"):
             balance = Balance(Decimal(amount), cur)
+            self.balance_fetched_at[(scope, id_)] = float(at)
             if scope == "channel":
                 self.channel_balances[id_] = balance
             elif scope == "client":

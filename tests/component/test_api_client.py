@@ -64,7 +64,8 @@ async def test_bearer_token_is_renewed_before_it_expires(http, clock):
     """A token is fetched once, reused, and renewed before its exp passes."""
     token_route = respx.post(f"{BASE}/token").mock(side_effect=lambda req: httpx.Response(
         200, json={"access_token": jwt(clock.now() + 3600)}))
-    balance = respx.get(f"{BASE}/partners/pa/balance").respond(json=[{"total": 1, "currency": "eur"}])
+    balance = respx.get(f"{BASE}/partners/pa/balance").respond(
+        json=[{"total": 1, "currency": "eur"}])
     api = PartnerApi(http, base_url=BASE, partner_id="pa", clock=clock, username="u",
                      password=SecretStr("p"))
     await api.partner_balance()

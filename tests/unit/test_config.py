@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from exporter.__main__ import main
@@ -10,8 +12,6 @@ from exporter.config import ConfigError, Limit, load_settings
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    import os
-
     for key in list(os.environ):
         if key.startswith("D360_"):
             monkeypatch.delenv(key)

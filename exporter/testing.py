@@ -1,0 +1,81 @@
+"""Test and benchmark support shipped with the package: drive the whole exporter on a FakeClock
+against the simulator in process, so hours of schedule run in milliseconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+
+from exporter.app import Exporter, build
+from exporter.clock import FakeClock
+from exporter.config import Settings
+from exporter.simulator.app import SimulatedApi
+from exporter.simulator.fleet import Fleet
+
+
+class Rig:
+    """An exporter and a simulated 360dialog API sharing one FakeClock."""
+
+    def __init__(self, fleet: Fleet, sim: SimulatedApi, clock: FakeClock, state_path: Path,
+                 **settings: Any) -> None:
+        self.fleet = fleet
+        self.sim = sim
+        self.clock = clock
+        self.state_path = state_path
+        self._settings = settings
+        self.exporter = self._build()
+        self.restarts = 0
+
+    def _build(self) -> Exporter:
+        settings = Settings(
+            api_url="http://sim.test/api/v2",
+            partner_id=self.fleet.partner_id,
+            api_key=SecretStr(self.sim.api_key),
+            state_path=self.state_path,
+            **self._settings,
+        )
+        return build(settings, clock=self.clock, transport=httpx.ASGITransport(app=self.sim.app))
+
+    async def restart(self) -> None:
+        """Stop the exporter (as if killed after its last write) and build a new one."""
+        await self.exporter.aclose()
+        self.exporter = self._build()
+        self.restarts += 1
+
+    async def run_until(self, until: float) -> None:
+        """Run the poll loop, jumping the clock from one due task to the next, up to `until`."""
+        poller = self.exporter.poller
+        while True:
+            await poller.tick()
+            await poller.drain()
+            nxt = poller.next_due()
+            if nxt is None or nxt > until:
+                self.clock.set(max(self.clock.now(), until))
+                await poller.tick()
+                await poller.drain()
+                return
+            if nxt > self.clock.now():
+                self.clock.set(nxt)
+
+    async def scrape(self, *, openmetrics: bool = False, gzip: bool = False) -> httpx.Response:
+        headers = {}
+        if openmetrics:
+            headers["Accept"] = "application/openmetrics-text; version=1.0.0"
+        if not gzip:
+            headers["Accept-Encoding"] = "identity"
+        transport = httpx.ASGITransport(app=self.exporter.http_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://exporter") as client:
+            return await client.get("/metrics", headers=headers)
+
+    async def samples(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        """Scraped samples: name -> {sorted label pairs -> value}."""
+        text = (await self.scrape()).text
+        out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+        return out

@@ -1,0 +1,108 @@
+"""/metrics through the ASGI app: formats, compression, caching, readiness."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from decimal import Decimal
+
+import httpx
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.clock import FakeClock
+from exporter.collector import UsageCollector
+from exporter.domain import Balance, Channel, MessageTotal, MonthUsage
+from exporter.exposition import Exposition
+from exporter.http import metrics_app
+from exporter.selfmetrics import SelfMetrics
+from exporter.store import Store
+
+DEC = 1_764_547_200
+CH = Channel("ch_1", "cl_1", "wa_1", "1049", "+49151", "Support", "ready")
+
+
+def setup(tmp_path, ready=True):
+    store = Store(tmp_path / "s.sqlite3")
+    store.set_discovery([], [CH])
+    store.put_usage("ch_1", {DEC: MonthUsage(DEC, "USD", {
+        ("marketing", "regular"): MessageTotal(120, Decimal("13.73")),
+        ("mystery_category", "regular"): MessageTotal(2, Decimal("0.5")),
+    })}, DEC + 3600.0, keep_from=0)
+    store.put_partner_balances([Balance(Decimal("100.45"), "EUR")], DEC)
+    data = CollectorRegistry(auto_describe=False)
+    data.register(UsageCollector(store, FakeClock(DEC + 7200), 1800, lambda ch: True))
+    own = SelfMetrics()
+    exposition = Exposition(data, own.registry, lambda: store.version)
+    return store, data, own, exposition, metrics_app(exposition, lambda: ready, "test")
+
+
+async def get(app, path="/metrics", **headers):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
+        return await c.get(path, headers=headers)
+
+
+async def test_plain_body_equals_prometheus_client_rendering(tmp_path):
+    """The cached text is exactly what generate_latest renders for the same registries."""
+    _, data, own, _, app = setup(tmp_path)
+    r = await get(app, **{"Accept-Encoding": "identity"})
+    assert r.content == generate_latest(data) + generate_latest(own.registry)
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+
+
+async def test_gzip_is_one_stream_any_reader_can_decode(tmp_path):
+    """gzip bodies decode whole with a single-member reader, equal to the plain body."""
+    _, _, _, exposition, app = setup(tmp_path)
+    r = await get(app, **{"Accept-Encoding": "gzip"})
+    assert r.headers["content-encoding"] == "gzip"
+    raw = await _raw(app)
+    plain, _ = exposition.body(openmetrics=False, compress=False)
+    single = zlib.decompressobj(31)
+    assert single.decompress(raw) == plain
+    assert single.eof
+    assert single.unused_data == b""
+    assert gzip.decompress(raw) == plain
+
+
+async def _raw(app) -> bytes:
+    transport = httpx.ASGITransport(app=app)
+    request = httpx.Request("GET", "http://x/metrics", headers={"Accept-Encoding": "gzip"})
+    response = await transport.handle_async_request(request)
+    return b"".join([chunk async for chunk in response.stream])
+
+
+async def test_openmetrics_has_one_eof_at_the_end(tmp_path):
+    """OpenMetrics is served on request and ends with exactly one '# EOF'."""
+    _, _, _, _, app = setup(tmp_path)
+    r = await get(app, Accept="application/openmetrics-text; version=1.0.0")
+    assert r.headers["content-type"].startswith("application/openmetrics-text")
+    assert r.text.endswith("# EOF\n")
+    assert r.text.count("# EOF") == 1
+    assert "whatsapp_messages_total{" in r.text
+
+
+async def test_usage_part_is_rendered_only_when_data_changes(tmp_path):
+    """Scrapes reuse the rendered usage part until the store changes."""
+    store, _, _, exposition, app = setup(tmp_path)
+    for _ in range(3):
+        await get(app)
+    assert exposition.renders == 1
+    store.put_partner_balances([Balance(Decimal(1), "EUR")], DEC)
+    await get(app)
+    assert exposition.renders == 2
+
+
+async def test_unknown_categories_are_bucketed_not_minted(tmp_path):
+    """A category outside Meta's known set is reported as 'other'."""
+    _, _, _, _, app = setup(tmp_path)
+    text = (await get(app)).text
+    assert "mystery_category" not in text
+    assert 'category="other"' in text
+
+
+async def test_readiness_follows_discovery(tmp_path):
+    """/readyz is 503 until ready; /healthz is always 200."""
+    *_, app = setup(tmp_path, ready=False)
+    assert (await get(app, "/readyz")).status_code == 503
+    assert (await get(app, "/healthz")).status_code == 200
+    *_, app = setup(tmp_path, ready=True)
+    assert (await get(app, "/readyz")).status_code == 200
