@@ -21,12 +21,13 @@ class Rig:
     """An exporter and a simulated 360dialog API sharing one FakeClock."""
 
     def __init__(self, fleet: Fleet, sim: SimulatedApi, clock: FakeClock, state_path: Path,
-                 **settings: Any) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, **settings: Any) -> None:
         self.fleet = fleet
         self.sim = sim
         self.clock = clock
         self.state_path = state_path
-        self._settings = settings
+        self.transport = transport or httpx.ASGITransport(app=sim.app)
+        self._settings = {"api_key": SecretStr(sim.api_key)} | settings
         self.exporter = self._build()
         self.restarts = 0
 
@@ -34,11 +35,10 @@ class Rig:
         settings = Settings(
             api_url="http://sim.test/api/v2",
             partner_id=self.fleet.partner_id,
-            api_key=SecretStr(self.sim.api_key),
             state_path=self.state_path,
             **self._settings,
         )
-        return build(settings, clock=self.clock, transport=httpx.ASGITransport(app=self.sim.app))
+        return build(settings, clock=self.clock, transport=self.transport)
 
     async def restart(self) -> None:
         """Stop the exporter (as if killed after its last write) and build a new one."""

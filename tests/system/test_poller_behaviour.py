@@ -1,0 +1,185 @@
+"""The poller against the simulator with injected faults, changing fleets, filters and shards."""
+
+from __future__ import annotations
+
+import calendar
+import dataclasses
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from exporter.clock import FakeClock
+from exporter.simulator.app import SimulatedApi
+from exporter.simulator.fleet import Fleet, build_fleet
+from exporter.testing import Rig
+
+START = calendar.timegm((2026, 5, 12, 9, 0, 0))
+Fault = Callable[[httpx.Request], httpx.Response | None]
+
+
+class FaultyTransport(httpx.AsyncBaseTransport):
+    """The simulator over ASGI, with a hook that may answer instead of it."""
+
+    def __init__(self, app, fault: Fault | None = None) -> None:
+        self._inner = httpx.ASGITransport(app=app)
+        self.fault = fault
+        self.faults_sent = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.fault is not None:
+            answer = self.fault(request)
+            if answer is not None:
+                self.faults_sent += 1
+                return answer
+        return await self._inner.handle_async_request(request)
+
+
+class FaultyRig(Rig):
+    transport: FaultyTransport
+
+
+def make_rig(tmp_path, fleet: Fleet | None = None, **settings) -> FaultyRig:
+    clock = FakeClock(START)
+    fleet = fleet or build_fleet(7, waba_sizes=(1, 3, 25), clients=2)
+    sim = SimulatedApi(fleet, clock.now, token_ttl=900)
+    return FaultyRig(fleet, sim, clock, tmp_path / "state.sqlite3",
+                     transport=FaultyTransport(sim.app), **settings)
+
+
+def series(samples, name, **labels):
+    return {k: v for k, v in samples.get(name, {}).items()
+            if all(dict(k).get(a) == b for a, b in labels.items())}
+
+
+async def test_faults_keep_the_last_numbers_and_are_retried_within_budget(tmp_path):
+    """With a channel failing in every way, its last numbers stay served, errors are counted by
+    kind, no budget is exceeded, and the numbers catch up once the faults stop."""
+    rig = make_rig(tmp_path)
+    await rig.run_until(START + 3600)
+    victim = rig.fleet.wabas()[1].channels[0]
+    before = series(await rig.samples(), "whatsapp_messages_total", channel_id=victim.id)
+    assert before
+    kinds = [httpx.Response(500, text="boom"), httpx.Response(502), httpx.Response(503),
+             httpx.Response(200, text='{"pricing_analytics": {"data": [{"data_po'),
+             httpx.Response(200, json={"pricing_analytics": {"data_points": [
+                 {"start": "yesterday", "volume": "lots"}]}})]
+    count = {"n": 0}
+
+    def fault(request: httpx.Request) -> httpx.Response | None:
+        if f"/channels/{victim.id}/info/usage" not in request.url.path:
+            return None
+        count["n"] += 1
+        if count["n"] % 6 == 0:
+            raise httpx.ConnectError("connection reset")
+        return kinds[count["n"] % 5]
+
+    rig.transport.fault = fault
+    await rig.run_until(START + 3 * 3600)
+    during = await rig.samples()
+    assert series(during, "whatsapp_messages_total", channel_id=victim.id) == before
+    errors = series(during, "whatsapp_exporter_api_errors_total", endpoint="channel_usage")
+    assert {dict(k)["kind"] for k in errors} >= {"server", "malformed", "transport"}
+    assert rig.sim.rate_limited == 0
+    assert count["n"] <= 10 * 2  # retried with backoff inside its 10/h budget, not hammered
+
+    rig.transport.fault = None
+    await rig.run_until(START + 4 * 3600)
+    after = series(await rig.samples(), "whatsapp_messages_total", channel_id=victim.id)
+    assert sum(after.values()) > sum(before.values())
+
+
+async def test_a_429_is_honoured_and_counted(tmp_path):
+    """A 429 with Retry-After is counted, and the channel is not asked again before it expires."""
+    rig = make_rig(tmp_path)
+    await rig.run_until(START + 600)
+    victim = rig.fleet.wabas()[0].channels[0]
+    asked: list[float] = []
+
+    def fault(request: httpx.Request) -> httpx.Response | None:
+        if f"/channels/{victim.id}/info/usage" in request.url.path:
+            asked.append(rig.clock.now())
+            if len(asked) == 1:
+                return httpx.Response(429, headers={"Retry-After": "1800"},
+                                      json={"meta": {"http_code": 429}})
+        return None
+
+    rig.transport.fault = fault
+    await rig.run_until(START + 3 * 3600)
+    assert len(asked) >= 2
+    assert asked[1] - asked[0] >= 1800
+    samples = await rig.samples()
+    assert series(samples, "whatsapp_exporter_rate_limited_total",
+                  endpoint="channel_usage") == {(("endpoint", "channel_usage"),): 1.0}
+
+
+async def test_channels_that_disappear_are_retired(tmp_path):
+    """After discovery stops listing a channel its series vanish and it is no longer polled."""
+    rig = make_rig(tmp_path, discovery_interval_seconds=600)
+    await rig.run_until(START + 1800)
+    gone = rig.fleet.wabas()[1].channels[0]
+    assert series(await rig.samples(), "whatsapp_channel_info", channel_id=gone.id)
+    smaller = dataclasses.replace(rig.fleet, clients=tuple(
+        dataclasses.replace(c, wabas=tuple(
+            dataclasses.replace(w, channels=tuple(ch for ch in w.channels if ch.id != gone.id))
+            for w in c.wabas))
+        for c in rig.fleet.clients))
+    rig.sim.fleet = smaller
+    await rig.run_until(START + 3600)
+    samples = await rig.samples()
+    assert not series(samples, "whatsapp_channel_info", channel_id=gone.id)
+    assert not series(samples, "whatsapp_messages_total", channel_id=gone.id)
+    polled_at = len(rig.sim.requests)
+    await rig.run_until(START + 3 * 3600)
+    assert not any(f"/channels/{gone.id}/" in r.path for r in rig.sim.requests[polled_at:])
+
+
+async def test_allow_and_deny_lists_narrow_what_is_polled(tmp_path):
+    """Only allowed WABAs are polled, and a denied channel inside them is skipped."""
+    fleet = build_fleet(7, waba_sizes=(1, 3, 25), clients=2)
+    waba = fleet.wabas()[1]
+    denied = waba.channels[0]
+    rig = make_rig(tmp_path, fleet, allow_waba_ids=[waba.external_id],
+                   deny_channel_ids=[denied.id])
+    await rig.run_until(START + 3600)
+    polled = {r.path.split("/channels/")[1].split("/")[0]
+              for r in rig.sim.requests if "/info/usage" in r.path}
+    assert polled == {ch.id for ch in waba.channels} - {denied.id}
+
+
+async def test_shards_split_the_fleet_and_the_partner_budgets(tmp_path):
+    """Two shards poll disjoint WABAs that together cover the fleet; only shard 0 polls the
+    partner balance; client-balance budgets are split in whole calls."""
+    fleet = build_fleet(7, waba_sizes=(1, 3, 8, 2, 5, 4), clients=3)
+    polled = []
+    for index in (0, 1):
+        rig = make_rig(tmp_path / str(index), fleet, shard_count=2, shard_index=index)
+        await rig.run_until(START + 1800)
+        polled.append({r.path.split("/channels/")[1].split("/")[0]
+                       for r in rig.sim.requests if "/info/usage" in r.path})
+        partner = [r for r in rig.sim.requests if r.path.endswith(f"{fleet.partner_id}/balance")]
+        assert bool(partner) == (index == 0)
+        assert rig.exporter.poller.budgets.client_balance.count == 2  # 5 split over 2 shards
+    assert not polled[0] & polled[1]
+    assert polled[0] | polled[1] == {ch.id for ch in fleet.channels()}
+
+
+async def test_bearer_tokens_are_renewed_without_a_401(tmp_path):
+    """With username and password, tokens are renewed before they expire: no 401 ever."""
+    rig = make_rig(tmp_path, api_key=None, username="demo@example.com",
+                   password="demo-password")
+    await rig.run_until(START + 2 * 3600)
+    tokens = [r for r in rig.sim.requests if r.path.endswith("/token")]
+    assert len(tokens) >= 3  # 900 s tokens over two hours
+    assert not [r for r in rig.sim.requests if r.status == 401]
+    assert series(await rig.samples(), "whatsapp_messages_total")
+
+
+@pytest.mark.parametrize("scope", ["partner", "client"])
+async def test_client_balances_are_polled_within_their_budget(tmp_path, scope):
+    """Every client's balance is served, and 5 calls per 30 s is never exceeded."""
+    rig = make_rig(tmp_path, client_balance_scope=scope)
+    await rig.run_until(START + 1800)
+    balances = series(await rig.samples(), "whatsapp_client_balance")
+    assert {dict(k)["client_id"] for k in balances} == {c.id for c in rig.fleet.clients}
+    assert rig.sim.rate_limited == 0

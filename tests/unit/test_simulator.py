@@ -1,0 +1,95 @@
+"""The simulator's fleet and traffic: deterministic, realistic, self-consistent."""
+
+from __future__ import annotations
+
+import calendar
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.simulator.fleet import build_fleet
+from exporter.simulator.traffic import (
+    DAY,
+    cumulative,
+    diurnal,
+    month_to_date_totals,
+    usage_points,
+)
+
+FLEET = build_fleet(7)
+BUSY = next(ch for ch in FLEET.channels() if ch.activity > 1)
+MARCH = calendar.timegm((2026, 3, 1, 0, 0, 0))
+
+
+def test_fleet_is_deterministic_and_varied():
+    """The same seed gives the same fleet: WABAs of 1 to 50 channels, idle ones, unique ids."""
+    again = build_fleet(7)
+    assert again.channels() == FLEET.channels()
+    sizes = sorted(len(w.channels) for w in FLEET.wabas())
+    assert (sizes[0], sizes[-1]) == (1, 50)
+    assert any(ch.activity == 0 for ch in FLEET.channels())
+    assert len({ch.id for ch in FLEET.channels()}) == len(FLEET.channels())
+    assert len({ch.phone_number for ch in FLEET.channels()}) == len(FLEET.channels())
+    assert build_fleet(8).channels() != FLEET.channels()
+
+
+def test_diurnal_curve_rises_from_zero_to_one():
+    """A day's share of traffic starts at 0, ends at 1 and is busier at 15:00 than at 03:00."""
+    assert diurnal(0) == 0
+    assert abs(diurnal(DAY) - 1) < 1e-12
+    hour = 3600
+    assert diurnal(16 * hour) - diurnal(15 * hour) > diurnal(4 * hour) - diurnal(3 * hour)
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.integers(0, DAY * 3), b=st.integers(0, DAY * 3))
+def test_traffic_never_goes_backwards_within_a_day(a, b):
+    """The cumulative count within one day never decreases with time."""
+    a, b = sorted((a, b))
+    if a // DAY != b // DAY:
+        return
+    assert cumulative(7, BUSY, "MARKETING/REGULAR", 420, MARCH + a) <= cumulative(
+        7, BUSY, "MARKETING/REGULAR", 420, MARCH + b)
+
+
+@settings(max_examples=25, deadline=None)
+@given(now_offset=st.integers(1, 20 * DAY))
+def test_granularities_add_up_to_the_same_totals(now_offset):
+    """Half-hour points sum to daily points, which sum to the monthly point, for any cut."""
+    now = MARCH + now_offset
+
+    def totals(granularity):
+        pricing, calls = usage_points(7, BUSY, MARCH, int(now), now, granularity)
+        out: dict[object, float] = {}
+        for p in pricing:
+            out[(p.category, p.pricing_type)] = out.get((p.category, p.pricing_type), 0) + p.volume
+        for c in calls:
+            out[c.direction] = out.get(c.direction, 0) + c.count
+        return out
+
+    assert totals("half_hour") == totals("daily") == totals("monthly")
+
+
+def test_no_data_from_the_future():
+    """Points never start after `now`, even when end_date is later."""
+    now = MARCH + 5 * DAY + 100
+    pricing, calls = usage_points(7, BUSY, MARCH, MARCH + 30 * DAY, now, "daily")
+    assert pricing
+    assert max(p.start for p in pricing) <= now
+    assert max(c.start for c in calls) <= now
+
+
+def test_truth_is_the_sum_of_the_points():
+    """month_to_date_totals equals summing what the endpoint returns for the month."""
+    now = MARCH + 9 * DAY + 5000
+    messages, calls = month_to_date_totals(7, BUSY, MARCH, now)
+    pricing, call_points = usage_points(7, BUSY, MARCH, int(now), now, "daily")
+    assert sum(v for v, _ in messages.values()) == sum(p.volume for p in pricing)
+    assert sum(c for _, c in messages.values()) == sum(p.cost for p in pricing)
+    assert sum(n for n, _, _ in calls.values()) == sum(c.count for c in call_points)
+
+
+def test_idle_channels_send_nothing():
+    """A channel with activity 0 has no traffic at all."""
+    idle = next(ch for ch in FLEET.channels() if ch.activity == 0)
+    assert usage_points(7, idle, MARCH, MARCH + 3 * DAY, MARCH + 3 * DAY, "daily") == ([], [])
