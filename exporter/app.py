@@ -106,9 +106,10 @@ def _budget_use(poller: Poller, ledger: Ledger, clock: Clock) -> list[tuple[str,
     now_ms = to_ms(clock.now())
     rows: list[tuple[str, str, float]] = []
     for waba, channel_ids in poller.wabas().items():
-        rows.append((budget.USAGE_WABA, waba,
+        label = poller.waba_label(waba)
+        rows.append((budget.USAGE_WABA, label,
                      ledger.max_used_ratio(budget.USAGE_WABA, [waba], now_ms)))
-        rows.append((budget.USAGE_CHANNEL, waba,
+        rows.append((budget.USAGE_CHANNEL, label,
                      ledger.max_used_ratio(budget.USAGE_CHANNEL, channel_ids, now_ms)))
     for kind, key in ((budget.CLIENT_BALANCE, "partner"), (budget.PARTNER_BALANCE, "partner"),
                       (budget.DISCOVERY, "partner")):

@@ -181,6 +181,7 @@ class Poller:
         self._waba_spacing: dict[str, float] = {}
         self._waba_next: dict[str, float] = {}
         self._planned: dict[TaskKey, float] = {}  # a paced task's phase, kept through delays
+        self._waba_labels: dict[str, str] = {}  # 360dialog WABA id -> the waba_id label
         self._clients: list[str] = []
         self._day = day_start(clock.now())
         self._reporting = reporting_month(clock.now(), settings.month_grace_seconds)
@@ -234,6 +235,7 @@ class Poller:
         wabas: dict[str, list[str]] = defaultdict(list)
         for ch in sorted(mine, key=lambda c: c.id):
             wabas[ch.waba_id or ch.id].append(ch.id)
+            self._waba_labels[ch.waba_id or ch.id] = ch.waba_label
         known = set(self.plans)
         self._wabas = dict(wabas)
         self.plans = {}
@@ -633,9 +635,13 @@ class Poller:
 
     def waba_intervals(self) -> list[tuple[str, float]]:
         return [
-            (waba, min(self.plans[c].usage_interval for c in ids))
+            (self.waba_label(waba), min(self.plans[c].usage_interval for c in ids))
             for waba, ids in self._wabas.items() if ids
         ]
+
+    def waba_label(self, waba: str) -> str:
+        """Meta's WABA id where known: self-metrics join the usage series on it."""
+        return self._waba_labels.get(waba, waba)
 
     def idle_channels(self) -> set[str]:
         return set(self._idle)

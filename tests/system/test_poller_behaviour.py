@@ -183,3 +183,18 @@ async def test_client_balances_are_polled_within_their_budget(tmp_path, scope):
     balances = series(await rig.samples(), "whatsapp_client_balance")
     assert {dict(k)["client_id"] for k in balances} == {c.id for c in rig.fleet.clients}
     assert rig.sim.rate_limited == 0
+
+
+async def test_self_metrics_label_wabas_like_the_usage_series(tmp_path):
+    """Budget use and poll intervals carry Meta's WABA id, the one usage series carry."""
+    rig = make_rig(tmp_path)
+    await rig.run_until(START + 900)
+    samples = await rig.samples()
+    usage_wabas = {dict(k)["waba_id"] for k in samples["whatsapp_channel_info"]}
+    assert usage_wabas == {w.external_id for w in rig.fleet.wabas()}
+    interval_wabas = {dict(k)["waba_id"]
+                      for k in samples["whatsapp_exporter_poll_interval_seconds"]}
+    budget_wabas = {dict(k)["waba_id"]
+                    for k in series(samples, "whatsapp_exporter_budget_used_ratio",
+                                    scope="usage_waba")}
+    assert interval_wabas == budget_wabas == usage_wabas
