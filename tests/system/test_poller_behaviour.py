@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from exporter.clock import FakeClock
+from exporter.logging import configure
 from exporter.simulator.app import SimulatedApi
 from exporter.simulator.fleet import Fleet, build_fleet
 from exporter.testing import Rig
@@ -198,3 +199,25 @@ async def test_self_metrics_label_wabas_like_the_usage_series(tmp_path):
                     for k in series(samples, "whatsapp_exporter_budget_used_ratio",
                                     scope="usage_waba")}
     assert interval_wabas == budget_wabas == usage_wabas
+
+
+async def test_secrets_never_reach_logs_or_metrics(tmp_path, capsys):
+    """With debug logs, bearer auth, 401s and errors, neither password nor token is printed."""
+    configure("json", "debug", secrets=["demo-password"])
+    try:
+        rig = make_rig(tmp_path, api_key=None, username="demo@example.com",
+                       password="demo-password")
+        rig.transport.fault = lambda r: (httpx.Response(401, json={"meta": {}})
+                                         if r.url.path.endswith("/balance") else None)
+        await rig.run_until(START + 1800)
+        body = (await rig.scrape()).text
+    finally:
+        configure("console", "warning")
+    logs = capsys.readouterr().err
+    assert '"event": "api_call"' in logs  # debug logging really was on
+    tokens = [r for r in rig.sim.requests if r.path.endswith("/token")]
+    assert tokens
+    for text in (logs, body):
+        assert "demo-password" not in text
+        assert "Bearer" not in text
+        assert "eyJ" not in text  # no JWT fragment
