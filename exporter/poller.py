@@ -54,6 +54,7 @@ TaskKey = tuple[str, str]  # (task kind, id)
 
 MIN_BACKOFF_SECONDS = 15.0
 MAX_IDLE_SLEEP_SECONDS = 60.0
+PRUNE_EVERY_SECONDS = 600.0
 
 
 def stable_shard(key: str, shard_count: int) -> int:
@@ -183,6 +184,7 @@ class Poller:
         self._planned: dict[TaskKey, float] = {}  # a paced task's phase, kept through delays
         self._waba_labels: dict[str, str] = {}  # 360dialog WABA id -> the waba_id label
         self._clients: list[str] = []
+        self._next_prune = clock.now()
         self._day = day_start(clock.now())
         self._reporting = reporting_month(clock.now(), settings.month_grace_seconds)
         self.discovered_once = store.get_meta("last_discovery") is not None
@@ -271,13 +273,13 @@ class Poller:
                         b_due = fetched + plan.balance_interval
                     self._schedule((BALANCE, ch_id), b_due)
                     self._planned[(BALANCE, ch_id)] = b_due
-        self._plan_clients(mine, now)
+        self._plan_clients(now)
         if self.budgets.partner_balance is not None and (PARTNER_BALANCE, "") not in self._due:
             self._schedule((PARTNER_BALANCE, ""), now)
         self.metrics.discovered.labels("channels").set(len(self.plans))
         self.metrics.discovered.labels("wabas").set(len(self._wabas))
 
-    def _plan_clients(self, mine: Sequence[Channel], now: float) -> None:
+    def _plan_clients(self, now: float) -> None:
         limit = self.budgets.client_balance
         all_selected = [c for c in self.store.channels.values() if self.selection.wanted(c)]
         client_ids = sorted({c.client_id for c in all_selected})
@@ -303,7 +305,6 @@ class Poller:
                 self._schedule((CLIENT_BALANCE, client_id), due)
         self._clients = owned
         self.metrics.discovered.labels("clients").set(len(owned))
-        del mine
 
     def _client_interval(self, n_clients: int) -> float:
         limit = self.budgets.client_balance
@@ -407,8 +408,11 @@ class Poller:
                 self._try_charge(key, scopes)  # defers and counts
                 continue
             self._inflight[key] = asyncio.create_task(self._run(key, scopes))
-        if to_ms(now) % 600_000 < 1000:
+        if now >= self._next_prune:
+            # Forget calls no window can see any more, in memory and on disk.
+            self._next_prune = now + PRUNE_EVERY_SECONDS
             self.ledger.prune(to_ms(now))
+            self.store.prune_ledger(to_ms(now) - self.ledger.max_span_ms())
         return self.next_due()
 
     async def drain(self) -> None:

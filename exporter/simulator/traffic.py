@@ -121,20 +121,26 @@ def _next_month(t: int) -> int:
     return int(dt.datetime(year, month, 1, tzinfo=dt.UTC).timestamp())
 
 
-def _count(  # noqa: PLR0917 - internal, hot
+def _day_slices(  # noqa: PLR0917 - internal, hot
     seed: int, ch: SimChannel, stream: str, mean: int, a: float, b: float
-) -> int:
-    """Events of a stream in [a, b): difference of cumulative counts, day by day."""
-    total = 0
+) -> Iterator[tuple[int, int, int]]:
+    """For each UTC day that [a, b) touches: (day, events before the slice, events up to its
+    end), counted from the start of that day."""
     t = a
     while t < b:
         day = int(t // DAY) * DAY
         cut = min(b, day + DAY)
         upper = (_daily_total(seed, ch.id, ch.activity, day, stream, mean) if cut == day + DAY
                  else cumulative(seed, ch, stream, mean, cut))
-        total += upper - cumulative(seed, ch, stream, mean, t)
+        yield day, cumulative(seed, ch, stream, mean, t), upper
         t = cut
-    return total
+
+
+def _count(  # noqa: PLR0917 - internal, hot
+    seed: int, ch: SimChannel, stream: str, mean: int, a: float, b: float
+) -> int:
+    """Events of a stream in [a, b): differences of cumulative counts, day by day."""
+    return sum(upper - first for _, first, upper in _day_slices(seed, ch, stream, mean, a, b))
 
 
 @lru_cache(maxsize=100_000)
@@ -158,20 +164,13 @@ def _calls(  # noqa: PLR0917 - internal, hot
     seed: int, ch: SimChannel, direction: str, mean: int, a: float, b: float
 ) -> tuple[int, int, Decimal]:
     count, seconds, cost = 0, 0, Decimal(0)
-    t = a
-    while t < b:
-        day = int(t // DAY) * DAY
-        cut = min(b, day + DAY)
-        first = cumulative(seed, ch, direction, mean, t)
-        upper = (_daily_total(seed, ch.id, ch.activity, day, direction, mean) if cut == day + DAY
-                 else cumulative(seed, ch, direction, mean, cut))
+    for day, first, upper in _day_slices(seed, ch, direction, mean, a, b):
         if upper > first:
             durations, costs = _day_calls(seed, ch.id, ch.country, ch.activity, day, direction,
                                           mean)
             count += upper - first
             seconds += durations[upper] - durations[first]
             cost += costs[upper] - costs[first]
-        t = cut
     return count, seconds, cost
 
 

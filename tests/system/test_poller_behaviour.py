@@ -221,3 +221,13 @@ async def test_secrets_never_reach_logs_or_metrics(tmp_path, capsys):
         assert "demo-password" not in text
         assert "Bearer" not in text
         assert "eyJ" not in text  # no JWT fragment
+
+
+async def test_the_ledger_on_disk_keeps_only_what_a_window_can_see(tmp_path):
+    """Old ledger rows are pruned from SQLite, so the state file does not grow without bound."""
+    rig = make_rig(tmp_path)
+    await rig.run_until(START + 6 * 3600)
+    rows = rig.exporter.store.ledger_rows()
+    oldest = min(t for _, _, t in rows) / 1000
+    assert rig.clock.now() - oldest <= 3600 + 2 + 600  # longest window, guard, prune period
+    assert len(rows) < len(rig.sim.requests) * 2 / 3
