@@ -48,7 +48,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         k: v for k, v in vars(args).items() if k != "check_config" and v is not None
     }
     settings = load_settings(**overrides)
-    if not settings.has_credentials and not settings.demo:
+    if not settings.has_credentials and not settings.webhooks_enabled and not settings.demo:
         settings = settings.model_copy(update={"demo": True})
     return settings
 
@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in settings.masked().items():
             print(f"{key}={value}")
         return 0
-    secrets = [s.get_secret_value() for s in (settings.api_key, settings.password) if s]
+    secrets = [s.get_secret_value() for s in (settings.api_key, settings.password,
+                                              settings.webhook_secret,
+                                              settings.webhook_hmac_secret) if s]
     configure(settings.log_format, settings.log_level, secrets)
     from exporter.app import serve  # noqa: PLC0415 - keeps --check-config and --help fast
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +25,17 @@ from exporter.budget import Ledger
 from exporter.clock import Clock, SystemClock, to_ms
 from exporter.collector import UsageCollector
 from exporter.config import Settings
+from exporter.domain import Channel
 from exporter.exposition import Exposition
 from exporter.http import metrics_app
 from exporter.poller import Poller, ShardBudgets
 from exporter.selfmetrics import PlanCollector, SelfMetrics
 from exporter.serving import bind_socket, embedded_server, url_of
 from exporter.store import Store
+from exporter.webhooks.collector import WebhookCollector
+from exporter.webhooks.receiver import WebhookAuth
+from exporter.webhooks.receiver import webhook_app as receiver_app
+from exporter.webhooks.state import ChannelLabel, WebhookState, digits
 
 log = structlog.get_logger("exporter")
 
@@ -41,19 +47,24 @@ class Exporter:
     settings: Settings
     clock: Clock
     store: Store
-    ledger: Ledger
-    http_client: httpx.AsyncClient
-    api: PartnerApi
-    poller: Poller
     metrics: SelfMetrics
     exposition: Exposition
     http_app: Starlette
+    http_client: httpx.AsyncClient
+    ledger: Ledger | None = None
+    api: PartnerApi | None = None
+    poller: Poller | None = None  # None in webhook-only mode
+    webhooks: WebhookState | None = None
+    webhook_app: Starlette | None = None
+    webhook_wake: asyncio.Event | None = None
 
     def ready(self) -> bool:
-        return self.poller.discovered_once
+        return self.poller is None or self.poller.discovered_once
 
     async def aclose(self) -> None:
         await self.http_client.aclose()
+        if self.webhooks is not None:
+            self.webhooks.close()
         self.store.close()
 
 
@@ -65,39 +76,107 @@ def build(
     mode: str = "polling the 360dialog Partner API",
 ) -> Exporter:
     clock = clock or SystemClock()
-    if settings.partner_id is None:
-        raise ValueError("build() needs D360_PARTNER_ID and credentials; demo mode sets them")
-    budgets = ShardBudgets.from_settings(settings)
     store = Store(settings.state_path)
-    ledger = Ledger(budgets.ledger_limits())
     metrics = SelfMetrics()
+    data = CollectorRegistry(auto_describe=False)
     http_client = httpx.AsyncClient(
         transport=transport,
         timeout=settings.request_timeout_seconds,
         headers={"User-Agent": f"whatsapp-usage-exporter/{__version__}"},
         limits=httpx.Limits(max_connections=settings.max_concurrent_requests),
     )
-    api = PartnerApi(
-        http_client,
-        base_url=settings.api_url,
-        partner_id=settings.partner_id,
-        clock=clock,
-        api_key=settings.api_key,
-        username=settings.username,
-        password=settings.password,
-        granularity=settings.usage_granularity,
-        observer=metrics.observe_request,
-    )
-    poller = Poller(api=api, store=store, ledger=ledger, clock=clock, settings=settings,
-                    budgets=budgets, metrics=metrics)
-    data = CollectorRegistry(auto_describe=False)
-    data.register(UsageCollector(store, clock, settings.month_grace_seconds, poller.selection.owns))
-    metrics.add(PlanCollector(lambda: _budget_use(poller, ledger, clock), poller.waba_intervals))
-    exposition = Exposition(data, metrics.registry, lambda: store.version)
-    exporter = Exporter(settings, clock, store, ledger, http_client, api, poller, metrics,
-                        exposition, metrics_app(exposition, lambda: False, mode))
+    ledger = api = poller = None
+    owns: Callable[[Channel], bool] = lambda _: True  # noqa: E731 - a default predicate
+    if settings.polling_enabled:
+        if settings.partner_id is None:
+            raise ValueError("polling needs D360_PARTNER_ID and credentials")
+        budgets = ShardBudgets.from_settings(settings)
+        ledger = Ledger(budgets.ledger_limits())
+        api = PartnerApi(
+            http_client,
+            base_url=settings.api_url,
+            partner_id=settings.partner_id,
+            clock=clock,
+            api_key=settings.api_key,
+            username=settings.username,
+            password=settings.password,
+            granularity=settings.usage_granularity,
+            observer=metrics.observe_request,
+        )
+        poller = Poller(api=api, store=store, ledger=ledger, clock=clock, settings=settings,
+                        budgets=budgets, metrics=metrics)
+        owns = poller.selection.owns
+        metrics.add(PlanCollector(lambda: _budget_use(poller, ledger, clock),
+                                  poller.waba_intervals))
+    data.register(UsageCollector(store, clock, settings.month_grace_seconds, owns))
+
+    webhooks = webhook_app = wake = None
+    if settings.webhooks_enabled:
+        webhooks = WebhookState(
+            settings.state_path,
+            channel_of=_channel_lookup(store),
+            max_unmapped_channels=settings.webhook_max_unmapped_channels,
+            dedupe_window_seconds=settings.webhook_dedupe_window_seconds,
+        )
+        data.register(WebhookCollector(webhooks))
+        state = webhooks
+        metrics.webhook_inbox.set_function(lambda: state.pending)
+        wake = asyncio.Event()
+        auth = WebhookAuth(
+            header=settings.webhook_secret_header,
+            secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
+            hmac_secret=(settings.webhook_hmac_secret.get_secret_value()
+                         if settings.webhook_hmac_secret else None),
+        )
+        webhook_app = receiver_app(webhooks, auth, metrics.webhook_requests, now=clock.now,
+                                   max_body_bytes=settings.webhook_max_body_bytes,
+                                   on_accept=wake.set)
+
+    def version() -> int:
+        return store.version + (webhooks.version if webhooks is not None else 0)
+
+    exposition = Exposition(data, metrics.registry, version)
+    exporter = Exporter(settings, clock, store, metrics, exposition,
+                        metrics_app(exposition, lambda: False, mode), http_client, ledger, api,
+                        poller, webhooks, webhook_app, wake)
     exporter.http_app = metrics_app(exposition, exporter.ready, mode)
     return exporter
+
+
+def _channel_lookup(store: Store) -> Callable[[str], ChannelLabel | None]:
+    """Phone digits -> the polled series' labels, rebuilt when discovery changes."""
+    cache: dict[str, ChannelLabel] = {}
+    seen = {"channels": -1}
+
+    def lookup(phone_digits: str) -> ChannelLabel | None:
+        if seen["channels"] != id(store.channels):
+            cache.clear()
+            cache.update({digits(ch.phone_number): ChannelLabel(ch.waba_label, ch.id)
+                          for ch in store.channels.values() if ch.phone_number})
+            seen["channels"] = id(store.channels)
+        return cache.get(phone_digits) if phone_digits else None
+
+    return lookup
+
+
+async def process_webhooks(exporter: Exporter) -> None:
+    """Count recorded deliveries off the request path; prune dedupe keys hourly."""
+    state, wake = exporter.webhooks, exporter.webhook_wake
+    assert state is not None
+    assert wake is not None
+    next_prune = 0.0
+    while True:
+        wake.clear()
+        # Batches of 500, then a chance for the request path to run (this is synchronous I/O).
+        if state.process_pending(exporter.clock.now()):
+            wake.set()
+            await asyncio.sleep(0)
+            continue
+        if exporter.clock.now() >= next_prune:
+            state.prune(exporter.clock.now())
+            next_prune = exporter.clock.now() + 3600
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=1.0)
 
 
 def _budget_use(poller: Poller, ledger: Ledger, clock: Clock) -> list[tuple[str, str, float]]:
@@ -144,23 +223,41 @@ async def serve(settings: Settings) -> None:
         log.warning("demo_mode", simulator_url=simulator.url, channels=len(fleet.channels()),
                     note="no Partner API credentials given; the numbers are simulated")
 
+    if not settings.polling_enabled:
+        mode = "webhook-only: counting webhooks, no Partner API polling"
     exporter = build(settings, mode=mode)
-    host, port = settings.listen
-    sock = bind_socket(host, port)
-    server = embedded_server(exporter.http_app)
+    servers = [(embedded_server(exporter.http_app), bind_socket(*settings.listen))]
+    tasks: list[asyncio.Task[None]] = []
+    if exporter.poller is not None:
+        tasks.append(asyncio.create_task(exporter.poller.run(), name="poller"))
+    if exporter.webhook_app is not None:
+        servers.append((embedded_server(exporter.webhook_app),
+                        bind_socket(*settings.webhook_listen)))
+        tasks.append(asyncio.create_task(process_webhooks(exporter), name="webhooks"))
+        if settings.webhook_open and not (settings.webhook_secret or settings.webhook_hmac_secret):
+            log.warning("webhooks_open", note="D360_WEBHOOK_OPEN=true: anyone who can reach "
+                        "the webhook port can move the counters")
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server, _ in servers:
+            server.should_exit = True
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-    log.info("exporter_started", version=__version__, listen=url_of(sock),
+        loop.add_signal_handler(sig, stop)
+    log.info("exporter_started", version=__version__, mode=mode,
+             listen=url_of(servers[0][1]),
+             webhook_listen=url_of(servers[1][1]) if len(servers) > 1 else "",
              state_path=str(settings.state_path), channels_known=len(exporter.store.channels),
              shard=f"{settings.shard_index}/{settings.shard_count}")
-    poller_task = asyncio.create_task(exporter.poller.run(), name="poller")
     try:
-        await server.serve(sockets=[sock])
+        await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
     finally:
-        poller_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller_task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await exporter.aclose()
         if simulator is not None:
             await simulator.stop()

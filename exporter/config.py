@@ -134,6 +134,16 @@ class Settings(BaseSettings):
     idle_weight: float = Field(0.25, gt=0, le=1)
     idle_after_polls: int = Field(3, ge=1)
 
+    # Webhooks (on when a secret is set, or when explicitly open)
+    webhook_listen_address: str = f"0.0.0.0:{DEFAULT_PORT + 1}"
+    webhook_secret: SecretStr | None = None
+    webhook_secret_header: str = "X-Webhook-Secret"  # noqa: S105 - a header name, not a secret
+    webhook_hmac_secret: SecretStr | None = None
+    webhook_open: bool = False
+    webhook_max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    webhook_dedupe_window_seconds: float = Field(8 * 86_400, gt=0)
+    webhook_max_unmapped_channels: int = Field(100, ge=0)
+
     # Selection and sharding
     allow_client_ids: IdList = Field(default_factory=list)
     deny_client_ids: IdList = Field(default_factory=list)
@@ -153,7 +163,7 @@ class Settings(BaseSettings):
         "limit_channel_balance", "limit_partner_balance", "limit_discovery", mode="before",
     )(_parse_limit)
 
-    @field_validator("listen_address")
+    @field_validator("listen_address", "webhook_listen_address")
     @classmethod
     def _check_address(cls, value: str) -> str:
         _parse_address(value)
@@ -185,6 +195,11 @@ class Settings(BaseSettings):
             raise ValueError(f"{missing} is required when the other bearer credential is set")
         if self.has_credentials and not self.partner_id:
             raise ValueError("D360_PARTNER_ID is required with Partner API credentials")
+        if "webhook_listen_address" in self.model_fields_set and not self.webhooks_enabled:
+            raise ValueError(
+                "D360_WEBHOOK_SECRET or D360_WEBHOOK_HMAC_SECRET is required to receive "
+                "webhooks (or D360_WEBHOOK_OPEN=true to accept them unauthenticated)"
+            )
         if self.partner_id and not self.has_credentials and not self.demo:
             raise ValueError(
                 "D360_API_KEY (or D360_USERNAME and D360_PASSWORD) is required with D360_PARTNER_ID"
@@ -194,6 +209,19 @@ class Settings(BaseSettings):
     @property
     def has_credentials(self) -> bool:
         return self.api_key is not None or self.username is not None
+
+    @property
+    def webhooks_enabled(self) -> bool:
+        return (self.webhook_secret is not None or self.webhook_hmac_secret is not None
+                or self.webhook_open)
+
+    @property
+    def polling_enabled(self) -> bool:
+        return self.has_credentials or self.demo
+
+    @property
+    def webhook_listen(self) -> tuple[str, int]:
+        return _parse_address(self.webhook_listen_address)
 
     @property
     def listen(self) -> tuple[str, int]:

@@ -54,6 +54,13 @@ class SelfMetrics:
         self.last_discovery = Gauge(
             PREFIX + "last_discovery_success_timestamp_seconds",
             "When discovery last completed.", registry=r)
+        self.webhook_requests = Counter(
+            PREFIX + "webhook_requests", "Webhook deliveries by result (ok, duplicate, "
+            "unauthorized, malformed, too_large, unsupported_media_type, error).", ["result"],
+            registry=r)
+        self.webhook_inbox = Gauge(
+            PREFIX + "webhook_inbox_pending", "Webhook deliveries recorded but not yet counted.",
+            registry=r)
         Info(PREFIX + "build", "Exporter version.", registry=r).info({"version": __version__})
         for kind in ("clients", "wabas", "channels"):
             self.discovered.labels(kind)

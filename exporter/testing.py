@@ -49,6 +49,7 @@ class Rig:
     async def run_until(self, until: float) -> None:
         """Run the poll loop, jumping the clock from one due task to the next, up to `until`."""
         poller = self.exporter.poller
+        assert poller is not None, "the rig always polls"
         while True:
             await poller.tick()
             await poller.drain()

@@ -1,0 +1,1 @@
+"""Webhook ingestion: receiver (HTTP, auth, durable inbox) -> parser -> state (exactly-once)."""

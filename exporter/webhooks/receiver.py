@@ -1,0 +1,121 @@
+"""The webhook endpoint: size limit, authentication, validation, durable record, then 200.
+
+Bad input gets a 4xx and is counted by result; nothing a sender can put in a body makes a 5xx.
+Counting happens off the request path (`WebhookState.process_pending`), after the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+
+import structlog
+from prometheus_client import Counter
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from exporter.webhooks.parser import MalformedWebhook, parse
+from exporter.webhooks.state import WebhookState
+
+log = structlog.get_logger("exporter.webhooks")
+
+RESULTS = ("ok", "duplicate", "unauthorized", "malformed", "too_large", "unsupported_media_type",
+           "error")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class WebhookAuth:
+    """A shared secret in a header, and/or an HMAC-SHA256 of the raw body; both constant time."""
+
+    def __init__(self, *, header: str, secret: str | None, hmac_secret: str | None) -> None:
+        self._header = header
+        self._secret = secret.encode() if secret else None
+        self._hmac = hmac_secret.encode() if hmac_secret else None
+
+    @property
+    def configured(self) -> bool:
+        return self._secret is not None or self._hmac is not None
+
+    def check(self, request: Request, body: bytes) -> bool:
+        if self._secret is not None:
+            given = request.headers.get(self._header, "").encode()
+            if not hmac.compare_digest(given, self._secret):
+                return False
+        if self._hmac is not None:
+            signature = request.headers.get("x-hub-signature-256", "")
+            expected = "sha256=" + hmac.new(self._hmac, body, hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(signature.encode(), expected.encode()):
+                return False
+        return True
+
+
+def webhook_app(
+    state: WebhookState,
+    auth: WebhookAuth,
+    requests_total: Counter,
+    *,
+    now: Callable[[], float],
+    max_body_bytes: int,
+    on_accept: Callable[[], None] = lambda: None,
+) -> Starlette:
+    for result in RESULTS:
+        requests_total.labels(result)
+
+    def answer(result: str, status: int, detail: str = "") -> Response:
+        requests_total.labels(result).inc()
+        body: dict[str, str] = {"result": result}
+        if detail:
+            body["detail"] = detail
+        return JSONResponse(body, status)
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body_bytes:
+            raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def receive(request: Request) -> Response:
+        try:
+            body = await read_body(request)
+        except _TooLarge:
+            return answer("too_large", 413, f"bodies are limited to {max_body_bytes} bytes")
+        except ClientDisconnect:
+            return answer("malformed", 400, "the client went away mid-body")
+        if not auth.check(request, body):
+            log.warning("webhook_unauthorized", client=request.client.host if request.client
+                        else "")
+            return answer("unauthorized", 401)
+        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        if ctype not in {"application/json", "text/json", ""}:
+            return answer("unsupported_media_type", 415, "send application/json")
+        try:
+            parse(json.loads(body))
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and MalformedWebhook too
+            reason = str(exc) if isinstance(exc, MalformedWebhook) else "body is not valid JSON"
+            return answer("malformed", 400, reason[:200])
+        try:
+            if state.is_duplicate_delivery(body):
+                return answer("duplicate", 200)
+            state.append(body, now())
+        except Exception:  # the store, not the sender, failed: ask Meta to retry
+            log.exception("webhook_record_failed")
+            return answer("error", 503)
+        on_accept()
+        return answer("ok", 200)
+
+    return Starlette(routes=[Route("/webhook", receive, methods=["POST"]),
+                             Route("/", receive, methods=["POST"])])

@@ -1,0 +1,178 @@
+"""Webhook state in SQLite: a durable inbox, dedupe keys and counters, exactly once.
+
+A delivery is acknowledged only after its body is committed to the inbox. Processing an inbox
+row (dedupe, count, mark done) is one transaction, so a crash either leaves the row to be
+processed again or has counted it and its dedupe keys together: nothing is lost or counted twice.
+Dedupe keys live for a bounded window (Meta retries for up to 7 days; default 8).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter.labels import CATEGORIES, DIRECTIONS, OTHER, PRICING_TYPES, bounded
+from exporter.webhooks.parser import CallEvent, Event, StatusEvent, parse
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS webhook_inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL, body BLOB NOT NULL,
+    sha TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS webhook_inbox_sha ON webhook_inbox (sha);
+CREATE TABLE IF NOT EXISTS webhook_seen (key TEXT PRIMARY KEY, seen_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS webhook_seen_at ON webhook_seen (seen_at);
+CREATE TABLE IF NOT EXISTS webhook_counters (
+    metric TEXT NOT NULL, labels TEXT NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (metric, labels));
+"""
+
+STATUSES = frozenset({"sent", "delivered", "read", "failed", "played", "deleted", "warning"})
+CALL_STATUSES = frozenset({"completed", "failed"})
+
+MESSAGES = "messages"  # (waba_id, channel_id, category, pricing_type, billable)
+STATUSES_METRIC = "statuses"  # (waba_id, channel_id, status)
+CALLS = "calls"  # (waba_id, channel_id, direction, status)
+CALL_SECONDS = "call_seconds"  # (waba_id, channel_id, direction)
+
+Labels = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelLabel:
+    waba_id: str
+    channel_id: str
+
+
+def digits(phone: str) -> str:
+    return "".join(ch for ch in phone if ch.isdigit())
+
+
+class WebhookState:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        channel_of: Callable[[str], ChannelLabel | None],
+        max_unmapped_channels: int = 100,
+        dedupe_window_seconds: float = 8 * 86_400,
+    ) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        self._channel_of = channel_of
+        self._max_unmapped = max_unmapped_channels
+        self._window = dedupe_window_seconds
+        self.counters: dict[str, dict[Labels, float]] = {}
+        self.version = 0
+        self.pending = int(self._db.execute("SELECT COUNT(*) FROM webhook_inbox").fetchone()[0])
+        for metric, labels, value in self._db.execute("SELECT * FROM webhook_counters"):
+            self.counters.setdefault(metric, {})[tuple(json.loads(labels))] = float(value)
+        self._unmapped = {
+            labels[1] for labels in self.counters.get(STATUSES_METRIC, {})
+            if labels[1].startswith("pn_")
+        } | {labels[1] for labels in self.counters.get(CALLS, {}) if labels[1].startswith("pn_")}
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- request path ----------------------------------------------------------------------------
+
+    def is_duplicate_delivery(self, body: bytes) -> bool:
+        """The same bytes were accepted before, whether already counted or still waiting."""
+        sha = hashlib.sha256(body).hexdigest()
+        return self._db.execute(
+            "SELECT 1 FROM webhook_seen WHERE key=? UNION ALL "
+            "SELECT 1 FROM webhook_inbox WHERE sha=? LIMIT 1", ("d:" + sha, sha)).fetchone() \
+            is not None
+
+    def append(self, body: bytes, received_at: float) -> None:
+        """Durably record an accepted delivery (autocommit): after this the 200 may go."""
+        self._db.execute("INSERT INTO webhook_inbox (received_at, body, sha) VALUES (?, ?, ?)",
+                         (received_at, body, hashlib.sha256(body).hexdigest()))
+        self.pending += 1
+
+    # -- processing ------------------------------------------------------------------------------
+
+    def process_pending(self, now: float, limit: int = 500) -> int:
+        """Count every recorded delivery not yet counted; return how many were processed."""
+        rows = self._db.execute(
+            "SELECT id, body FROM webhook_inbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+        for row_id, body in rows:
+            self._process(int(row_id), bytes(body), now)
+            self.pending = max(0, self.pending - 1)
+        if rows:
+            self.version += 1
+        return len(rows)
+
+    def _process(self, row_id: int, body: bytes, now: float) -> None:
+        try:
+            events = parse(json.loads(body))
+        except ValueError:
+            events = []  # validated before it was accepted; a schema change must not wedge us
+        increments: dict[tuple[str, Labels], float] = {}
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._seen("d:" + hashlib.sha256(body).hexdigest(), now)
+            for event in events:
+                for metric, labels, amount in self._count(event, now):
+                    increments[(metric, labels)] = increments.get((metric, labels), 0) + amount
+            for (metric, labels), amount in increments.items():
+                self._db.execute(
+                    "INSERT INTO webhook_counters VALUES (?, ?, ?) ON CONFLICT(metric, labels) "
+                    "DO UPDATE SET value = value + excluded.value",
+                    (metric, json.dumps(labels), amount))
+            self._db.execute("DELETE FROM webhook_inbox WHERE id=?", (row_id,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        for (metric, labels), amount in increments.items():
+            family = self.counters.setdefault(metric, {})
+            family[labels] = family.get(labels, 0.0) + amount
+
+    def _seen(self, key: str, now: float) -> bool:
+        """True if the key was seen before; records it otherwise (inside the transaction)."""
+        cursor = self._db.execute("INSERT OR IGNORE INTO webhook_seen VALUES (?, ?)", (key, now))
+        return cursor.rowcount == 0
+
+    def _label(self, event: Event) -> ChannelLabel:
+        mapped = self._channel_of(digits(event.display_phone_number))
+        if mapped is not None:
+            return mapped
+        label = f"pn_{event.phone_number_id}" if event.phone_number_id else "pn_unknown"
+        if label not in self._unmapped:
+            if len(self._unmapped) >= self._max_unmapped:
+                return ChannelLabel(OTHER, OTHER)  # pooled: no new series beyond the cap
+            self._unmapped.add(label)
+        return ChannelLabel(event.waba_id or "unknown", label)
+
+    def _count(self, event: Event, now: float) -> list[tuple[str, Labels, float]]:
+        where = self._label(event)
+        out: list[tuple[str, Labels, float]] = []
+        if isinstance(event, StatusEvent):
+            status = bounded(event.status, STATUSES)
+            if not self._seen(f"s:{event.message_id}:{event.status}", now):
+                out.append((STATUSES_METRIC, (where.waba_id, where.channel_id, status), 1))
+            if event.pricing is not None and not self._seen(f"m:{event.message_id}", now):
+                p = event.pricing
+                out.append((MESSAGES, (where.waba_id, where.channel_id,
+                                       bounded(p.category, CATEGORIES),
+                                       bounded(p.pricing_type, PRICING_TYPES),
+                                       "true" if p.billable else "false"), 1))
+        elif (isinstance(event, CallEvent) and event.event == "terminate"
+              and not self._seen(f"c:{event.call_id}:terminate", now)):
+            direction = bounded(event.direction, DIRECTIONS)
+            status = bounded(event.status, CALL_STATUSES)
+            out.append((CALLS, (where.waba_id, where.channel_id, direction, status), 1))
+            out.append((CALL_SECONDS, (where.waba_id, where.channel_id, direction),
+                        event.duration_seconds))
+        return out
+
+    def prune(self, now: float) -> None:
+        self._db.execute("DELETE FROM webhook_seen WHERE seen_at < ?", (now - self._window,))

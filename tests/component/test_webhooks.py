@@ -1,0 +1,222 @@
+"""The webhook receiver through its ASGI app: auth, bad input, exactly-once counting."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter
+
+from exporter.webhooks.receiver import WebhookAuth, webhook_app
+from exporter.webhooks.state import MESSAGES, STATUSES_METRIC, ChannelLabel, WebhookState
+
+SECRET = "s3cret-header-value"
+KNOWN = {"4915100000000": ChannelLabel("104996122399160", "ch_A1")}
+
+
+def status_body(wamid="wamid.1", status="delivered", category="marketing", pricing=True,
+                number="4915100000000", pn_id="1098765432"):
+    s = {"id": wamid, "status": status, "timestamp": "1751371200", "recipient_id": "4917600000000"}
+    if pricing:
+        s["pricing"] = {"billable": True, "pricing_model": "PMP", "type": "regular",
+                        "category": category}
+    return {"object": "whatsapp_business_account", "entry": [{"id": "104996122399160", "changes": [
+        {"field": "messages", "value": {"messaging_product": "whatsapp", "metadata": {
+            "display_phone_number": number, "phone_number_id": pn_id}, "statuses": [s]}}]}]}
+
+
+class Receiver:
+    def __init__(self, tmp_path, *, secret=SECRET, hmac_secret=None, max_unmapped=100):
+        self.path = tmp_path / "state.sqlite3"
+        self.max_unmapped = max_unmapped
+        self.state = self._state()
+        self.registry = CollectorRegistry()
+        self.requests = Counter("r", "r", ["result"], registry=self.registry)
+        auth = WebhookAuth(header="X-Webhook-Secret", secret=secret, hmac_secret=hmac_secret)
+        self.app = webhook_app(self.state, auth, self.requests, now=lambda: 1_751_371_300.0,
+                               max_body_bytes=64 * 1024)
+
+    def _state(self):
+        return WebhookState(self.path, channel_of=KNOWN.get,
+                            max_unmapped_channels=self.max_unmapped)
+
+    async def post(self, body, headers=None, raw: bytes | None = None):
+        content = raw if raw is not None else json.dumps(body).encode()
+        h = {"Content-Type": "application/json", "X-Webhook-Secret": SECRET} | (headers or {})
+        transport = httpx.ASGITransport(app=self.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://wh") as client:
+            return await client.post("/webhook", content=content, headers=h)
+
+    def result(self, name):
+        return self.registry.get_sample_value("r_total", {"result": name}) or 0
+
+    def count(self, metric, **labels):
+        return sum(v for k, v in self.state.counters.get(metric, {}).items()
+                   if all(x in k for x in labels.values()))
+
+
+@pytest.fixture
+def rx(tmp_path):
+    r = Receiver(tmp_path)
+    yield r
+    r.state.close()
+
+
+async def test_an_accepted_delivery_is_recorded_then_counted_once(rx):
+    """200 comes after the inbox write; processing counts the status and the billable message."""
+    r = await rx.post(status_body())
+    assert r.status_code == 200
+    assert rx.state.pending == 1
+    rx.state.process_pending(now=1.0)
+    assert rx.count(STATUSES_METRIC, status="delivered") == 1
+    key = ("104996122399160", "ch_A1", "marketing", "regular", "true")
+    assert rx.state.counters[MESSAGES] == {key: 1}
+
+
+async def test_retries_and_later_statuses_do_not_count_a_message_twice(rx):
+    """A repeated delivery is a duplicate; 'read' after 'delivered' adds a status, not a message."""
+    await rx.post(status_body())
+    again = await rx.post(status_body())
+    assert again.json()["result"] == "duplicate"
+    await rx.post(status_body(status="read"))
+    rx.state.process_pending(now=1.0)
+    assert sum(rx.state.counters[MESSAGES].values()) == 1
+    assert rx.count(STATUSES_METRIC) == 2
+    assert rx.result("duplicate") == 1
+
+
+async def test_a_restart_neither_loses_nor_double_counts(tmp_path):
+    """Deliveries recorded before a crash are counted after it, once; counters persist."""
+    rx = Receiver(tmp_path)
+    await rx.post(status_body("wamid.1"))
+    rx.state.process_pending(now=1.0)
+    await rx.post(status_body("wamid.2"))  # recorded, not yet counted: then the process dies
+    rx.state.close()
+    again = Receiver(tmp_path)
+    assert again.state.pending == 1
+    again.state.process_pending(now=2.0)
+    assert sum(again.state.counters[MESSAGES].values()) == 2
+    replay = await again.post(status_body("wamid.1", status="delivered"))
+    assert replay.json()["result"] == "duplicate"
+    again.state.close()
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"X-Webhook-Secret": "wrong"}, 401), ({"X-Webhook-Secret": ""}, 401)])
+async def test_a_wrong_or_missing_secret_is_refused(rx, headers, expected):
+    """Without the shared secret the body is not recorded."""
+    assert (await rx.post(status_body(), headers)).status_code == expected
+    assert rx.state.pending == 0
+    assert rx.result("unauthorized") == 1
+
+
+async def test_hmac_signatures_are_checked_on_the_raw_body(tmp_path):
+    """X-Hub-Signature-256 must be the HMAC of the exact bytes received."""
+    rx = Receiver(tmp_path, secret=None, hmac_secret="hmac-key")
+    raw = json.dumps(status_body()).encode()
+    good = "sha256=" + hmac.new(b"hmac-key", raw, hashlib.sha256).hexdigest()
+    assert (await rx.post(None, {"X-Hub-Signature-256": good}, raw=raw)).status_code == 200
+    assert (await rx.post(None, {"X-Hub-Signature-256": good}, raw=raw + b" ")).status_code == 401
+    rx.state.close()
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[]", b'{"entry": 5}', b'"text"',
+                                 json.dumps({"object": "page", "entry": []}).encode(),
+                                 b"[" * 5000 + b"]" * 5000])
+async def test_malformed_bodies_get_400(rx, raw):
+    """Bodies that are not JSON, or not a WhatsApp webhook, are 400 and recorded nowhere."""
+    r = await rx.post(None, raw=raw)
+    assert r.status_code == 400
+    assert rx.state.pending == 0
+
+
+async def test_wrong_types_get_400_naming_the_field(rx):
+    """A field of the wrong type is refused with its path in the detail."""
+    body = status_body()
+    body["entry"][0]["changes"][0]["value"]["statuses"][0]["timestamp"] = {"when": "now"}
+    r = await rx.post(body)
+    assert r.status_code == 400
+    assert "timestamp" in r.json()["detail"]
+
+
+async def test_huge_bodies_get_413(rx):
+    """Bodies over the limit are cut off with 413, declared or not."""
+    big = status_body()
+    big["padding"] = "x" * 70_000
+    assert (await rx.post(big)).status_code == 413
+    assert rx.result("too_large") == 1
+
+
+async def test_unknown_categories_and_numbers_are_bounded(tmp_path):
+    """An unknown category is 'other'; unmapped numbers beyond the cap pool into 'other'."""
+    rx = Receiver(tmp_path, max_unmapped=2)
+    for i in range(5):
+        await rx.post(status_body(f"wamid.{i}", category="brand_new_category",
+                                  number=f"1555000000{i}", pn_id=f"pn{i}"))
+    rx.state.process_pending(now=1.0)
+    channels = {k[1] for k in rx.state.counters[MESSAGES]}
+    categories = {k[2] for k in rx.state.counters[MESSAGES]}
+    assert channels == {"pn_pn0", "pn_pn1", "other"}
+    assert categories == {"other"}
+    assert sum(rx.state.counters[MESSAGES].values()) == 5
+    rx.state.close()
+
+
+async def test_v23_conversation_shape_is_accepted(rx):
+    """A status with `conversation` and no pricing category takes the origin type."""
+    body = status_body(pricing=False)
+    s = body["entry"][0]["changes"][0]["value"]["statuses"][0]
+    s["conversation"] = {"id": "c1", "origin": {"type": "utility"}}
+    s["pricing"] = {"billable": True, "pricing_model": "CBP"}
+    assert (await rx.post(body)).status_code == 200
+    rx.state.process_pending(now=1.0)
+    assert {k[2] for k in rx.state.counters[MESSAGES]} == {"utility"}
+
+
+async def test_calls_are_counted_once_when_they_end(rx):
+    """A terminate event counts the call and its duration once; connect counts nothing."""
+    def call(event, **extra):
+        c = {"id": "wacid.1", "from": "4917600000000", "to": "4915100000000", "event": event,
+             "timestamp": "1751371200", "direction": "BUSINESS_INITIATED"} | extra
+        return {"object": "whatsapp_business_account", "entry": [{"id": "104996122399160",
+                "changes": [{"field": "calls", "value": {"metadata": {
+                    "display_phone_number": "4915100000000", "phone_number_id": "1"},
+                    "calls": [c]}}]}]}
+    await rx.post(call("connect"))
+    await rx.post(call("terminate", status="COMPLETED", duration=56))
+    await rx.post(call("terminate", status="COMPLETED", duration=56, timestamp="1751371201"))
+    rx.state.process_pending(now=1.0)
+    assert rx.state.counters["calls"] == {
+        ("104996122399160", "ch_A1", "business_initiated", "completed"): 1}
+    assert rx.state.counters["call_seconds"] == {
+        ("104996122399160", "ch_A1", "business_initiated"): 56}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(["object", "entry", "id", "changes", "field", "value", "metadata",
+                         "statuses", "calls", "pricing", "status", "timestamp", "category",
+                         "type", "billable", "duration", "event", "direction", "x"]),
+        children, max_size=5),
+    max_leaves=30)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=json_values, mutate=st.booleans())
+async def test_any_json_gets_a_2xx_or_a_4xx_never_a_5xx(rx, body, mutate):
+    """Whatever JSON arrives, the answer is 200 or 400, and processing never raises."""
+    if mutate:
+        real = copy.deepcopy(status_body())
+        real["entry"][0]["changes"][0]["value"]["statuses"][0]["pricing"] = body
+        body = real
+    r = await rx.post(body)
+    assert r.status_code in (200, 400)
+    rx.state.process_pending(now=1.0)
