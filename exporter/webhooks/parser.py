@@ -156,15 +156,19 @@ def parse(body: Any) -> list[Event]:
             if field not in {"messages", "calls", ""}:
                 continue  # template, account and other fields carry no billable traffic
             metadata = _obj(value.get("metadata") or {}, f"{where}.value.metadata")
-            pn_id = _text(metadata.get("phone_number_id"), f"{where}.metadata.phone_number_id",
-                          limit=64)
-            display = _text(metadata.get("display_phone_number"),
-                            f"{where}.metadata.display_phone_number", limit=32)
+            # Where the event happened: shared by every status and call in this change.
+            origin = {
+                "waba_id": waba_id,
+                "phone_number_id": _text(metadata.get("phone_number_id"),
+                                         f"{where}.metadata.phone_number_id", limit=64),
+                "display_phone_number": _text(metadata.get("display_phone_number"),
+                                              f"{where}.metadata.display_phone_number", limit=32),
+            }
             for k, raw in enumerate(_list(value.get("statuses"), f"{where}.value.statuses")):
                 w = f"{where}.value.statuses[{k}]"
                 status = _obj(raw, w)
                 events.append(StatusEvent(
-                    waba_id=waba_id, phone_number_id=pn_id, display_phone_number=display,
+                    **origin,
                     message_id=_text(status.get("id"), f"{w}.id", required=True),
                     status=_label(status.get("status"), f"{w}.status") or "unknown",
                     timestamp=_int(status.get("timestamp"), f"{w}.timestamp"),
@@ -175,7 +179,7 @@ def parse(body: Any) -> list[Event]:
                 w = f"{where}.value.calls[{k}]"
                 call = _obj(raw, w)
                 events.append(CallEvent(
-                    waba_id=waba_id, phone_number_id=pn_id, display_phone_number=display,
+                    **origin,
                     call_id=_text(call.get("id"), f"{w}.id", required=True),
                     event=_label(call.get("event"), f"{w}.event") or "unknown",
                     direction=_label(call.get("direction"), f"{w}.direction") or "unknown",
