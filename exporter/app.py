@@ -29,10 +29,13 @@ from exporter.domain import Channel
 from exporter.exposition import Exposition
 from exporter.http import metrics_app
 from exporter.poller import Poller, ShardBudgets
+from exporter.reconcile import ReconciliationCollector
 from exporter.selfmetrics import PlanCollector, SelfMetrics
 from exporter.serving import bind_socket, embedded_server, url_of
 from exporter.store import Store
 from exporter.webhooks.collector import WebhookCollector
+from exporter.webhooks.forwarder import Forwarder
+from exporter.webhooks.ratecard import load_rate_card
 from exporter.webhooks.receiver import WebhookAuth
 from exporter.webhooks.receiver import webhook_app as receiver_app
 from exporter.webhooks.state import ChannelLabel, WebhookState, digits
@@ -57,12 +60,17 @@ class Exporter:
     webhooks: WebhookState | None = None
     webhook_app: Starlette | None = None
     webhook_wake: asyncio.Event | None = None
+    forwarder: Forwarder | None = None
+    forward_wake: asyncio.Event | None = None
+    forward_client: httpx.AsyncClient | None = None
 
     def ready(self) -> bool:
         return self.poller is None or self.poller.discovered_once
 
     async def aclose(self) -> None:
         await self.http_client.aclose()
+        if self.forward_client is not None:
+            await self.forward_client.aclose()
         if self.webhooks is not None:
             self.webhooks.close()
         self.store.close()
@@ -73,6 +81,7 @@ def build(
     *,
     clock: Clock | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    forward_transport: httpx.AsyncBaseTransport | None = None,
     mode: str = "polling the 360dialog Partner API",
 ) -> Exporter:
     clock = clock or SystemClock()
@@ -110,27 +119,61 @@ def build(
                                   poller.waba_intervals))
     data.register(UsageCollector(store, clock, settings.month_grace_seconds, owns))
 
-    webhooks = webhook_app = wake = None
+    webhooks = webhook_app = wake = forwarder = forward_wake = forward_client = None
     if settings.webhooks_enabled:
+        card = load_rate_card(settings.webhook_rate_card) if settings.webhook_rate_card else None
+        forwarding = settings.webhook_forward_url is not None
         webhooks = WebhookState(
             settings.state_path,
             channel_of=_channel_lookup(store),
             max_unmapped_channels=settings.webhook_max_unmapped_channels,
             dedupe_window_seconds=settings.webhook_dedupe_window_seconds,
+            rate_card=card,
+            forwarding=forwarding,
         )
         data.register(WebhookCollector(webhooks))
+        if poller is not None:
+            data.register(ReconciliationCollector(
+                store, webhooks, clock, month_grace=settings.month_grace_seconds,
+                card_currency=card.currency if card else None, owns=owns))
         state = webhooks
         metrics.webhook_inbox.set_function(lambda: state.pending)
         wake = asyncio.Event()
+        wakes = [wake]
+        if webhooks.outbox is not None and settings.webhook_forward_url is not None:
+            outbox = webhooks.outbox
+            forward_wake = asyncio.Event()
+            wakes.append(forward_wake)
+            forward_client = httpx.AsyncClient(
+                transport=forward_transport,
+                headers={"User-Agent": f"whatsapp-usage-exporter/{__version__}"},
+                limits=httpx.Limits(max_connections=settings.webhook_forward_concurrency))
+            forwarder = Forwarder(
+                outbox, forward_client, settings.webhook_forward_url, clock,
+                forwards=metrics.webhook_forwards, lag=metrics.webhook_forward_lag,
+                concurrency=settings.webhook_forward_concurrency,
+                max_age_seconds=settings.webhook_forward_max_age_seconds,
+                timeout_seconds=settings.webhook_forward_timeout_seconds)
+            metrics.webhook_outbox.set_function(lambda: outbox.depth)
+            metrics.webhook_outbox_age.set_function(
+                lambda: 0.0 if outbox.oldest_received_at is None
+                else max(0.0, clock.now() - outbox.oldest_received_at))
         auth = WebhookAuth(
             header=settings.webhook_secret_header,
             secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
             hmac_secret=(settings.webhook_hmac_secret.get_secret_value()
                          if settings.webhook_hmac_secret else None),
         )
-        webhook_app = receiver_app(webhooks, auth, metrics.webhook_requests, now=clock.now,
-                                   max_body_bytes=settings.webhook_max_body_bytes,
-                                   on_accept=wake.set)
+
+        def accepted() -> None:
+            for event in wakes:
+                event.set()
+
+        webhook_app = receiver_app(
+            webhooks, auth, metrics.webhook_requests, now=clock.now,
+            max_body_bytes=settings.webhook_max_body_bytes,
+            forward_headers=settings.webhook_forward_headers if forwarding else None,
+            on_accept=accepted)
 
     def version() -> int:
         return store.version + (webhooks.version if webhooks is not None else 0)
@@ -138,7 +181,8 @@ def build(
     exposition = Exposition(data, metrics.registry, version)
     exporter = Exporter(settings, clock, store, metrics, exposition,
                         metrics_app(exposition, lambda: False, mode), http_client, ledger, api,
-                        poller, webhooks, webhook_app, wake)
+                        poller, webhooks, webhook_app, wake, forwarder, forward_wake,
+                        forward_client)
     exporter.http_app = metrics_app(exposition, exporter.ready, mode)
     return exporter
 
@@ -234,6 +278,9 @@ async def serve(settings: Settings) -> None:
         servers.append((embedded_server(exporter.webhook_app),
                         bind_socket(*settings.webhook_listen)))
         tasks.append(asyncio.create_task(process_webhooks(exporter), name="webhooks"))
+    if exporter.forwarder is not None and exporter.forward_wake is not None:
+        tasks.append(asyncio.create_task(exporter.forwarder.run(exporter.forward_wake),
+                                         name="forwarder"))
         if settings.webhook_open and not (settings.webhook_secret or settings.webhook_hmac_secret):
             log.warning("webhooks_open", note="D360_WEBHOOK_OPEN=true: anyone who can reach "
                         "the webhook port can move the counters")

@@ -27,6 +27,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from exporter.webhooks.ratecard import load_rate_card
+
 ENV_PREFIX = "D360_"
 REAL_API_URL = "https://hub.360dialog.io/api/v2"
 # 9100-9999 on the Prometheus default port allocations list is exhausted; 10360 is unlisted.
@@ -143,6 +145,12 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     webhook_dedupe_window_seconds: float = Field(8 * 86_400, gt=0)
     webhook_max_unmapped_channels: int = Field(100, ge=0)
+    webhook_rate_card: Path | None = None
+    webhook_forward_url: str | None = None
+    webhook_forward_headers: IdList = Field(default_factory=lambda: ["X-Hub-Signature-256"])
+    webhook_forward_timeout_seconds: float = Field(10.0, gt=0)
+    webhook_forward_concurrency: int = Field(4, ge=1, le=64)
+    webhook_forward_max_age_seconds: float = Field(7 * 86_400, gt=0)
 
     # Selection and sharding
     allow_client_ids: IdList = Field(default_factory=list)
@@ -156,7 +164,7 @@ class Settings(BaseSettings):
 
     _split = field_validator(
         "allow_client_ids", "deny_client_ids", "allow_waba_ids", "deny_waba_ids",
-        "allow_channel_ids", "deny_channel_ids", mode="before",
+        "allow_channel_ids", "deny_channel_ids", "webhook_forward_headers", mode="before",
     )(_split_list)
     _limits = field_validator(
         "limit_usage_channel", "limit_usage_waba", "limit_client_balance",
@@ -169,12 +177,29 @@ class Settings(BaseSettings):
         _parse_address(value)
         return value
 
-    @field_validator("api_url")
+    @field_validator("api_url", "webhook_forward_url")
     @classmethod
-    def _check_url(cls, value: str) -> str:
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError(f"must be an http(s) URL, got {value!r}")
-        return value.rstrip("/")
+        return value.rstrip("/") if value.count("/") <= 3 else value
+
+    @field_validator("webhook_rate_card")
+    @classmethod
+    def _check_rate_card(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_rate_card(value)  # a RateCardError is a ValueError naming the file and entry
+        return value
+
+    @field_validator("webhook_forward_headers")
+    @classmethod
+    def _check_header_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                raise ValueError(f"{name!r} is not an HTTP header name")
+        return value
 
     @field_validator("usage_granularity")
     @classmethod
@@ -200,6 +225,11 @@ class Settings(BaseSettings):
                 "D360_WEBHOOK_SECRET or D360_WEBHOOK_HMAC_SECRET is required to receive "
                 "webhooks (or D360_WEBHOOK_OPEN=true to accept them unauthenticated)"
             )
+        for name in ("webhook_forward_url", "webhook_rate_card"):
+            if getattr(self, name) is not None and not self.webhooks_enabled and not self.demo:
+                raise ValueError(
+                    f"D360_{name.upper()} needs the webhook receiver: set D360_WEBHOOK_SECRET "
+                    "or D360_WEBHOOK_HMAC_SECRET (or D360_WEBHOOK_OPEN=true)")
         if self.partner_id and not self.has_credentials and not self.demo:
             raise ValueError(
                 "D360_API_KEY (or D360_USERNAME and D360_PASSWORD) is required with D360_PARTNER_ID"

@@ -61,6 +61,20 @@ class SelfMetrics:
         self.webhook_inbox = Gauge(
             PREFIX + "webhook_inbox_pending", "Webhook deliveries recorded but not yet counted.",
             registry=r)
+        self.webhook_forwards = Counter(
+            PREFIX + "webhook_forwards", "Attempts to forward webhook bodies to the application "
+            "by result (delivered; failed, to be retried; expired, dropped after the maximum "
+            "age).", ["result"], registry=r)
+        self.webhook_forward_lag = Histogram(
+            PREFIX + "webhook_forward_lag_seconds", "From receipt to delivery at the application, "
+            "for forwarded webhook bodies.", registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0, 21600.0, 86400.0))
+        self.webhook_outbox = Gauge(
+            PREFIX + "webhook_outbox_pending", "Webhook bodies waiting to be forwarded.",
+            registry=r)
+        self.webhook_outbox_age = Gauge(
+            PREFIX + "webhook_outbox_oldest_age_seconds", "Age of the oldest webhook body still "
+            "waiting to be forwarded (0 when none waits).", registry=r)
         Info(PREFIX + "build", "Exporter version.", registry=r).info({"version": __version__})
         for kind in ("clients", "wabas", "channels"):
             self.discovered.labels(kind)

@@ -7,7 +7,16 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.webhooks.state import CALL_SECONDS, CALLS, MESSAGES, STATUSES_METRIC, WebhookState
+from exporter.webhooks.state import (
+    CALL_COST,
+    CALL_SECONDS,
+    CALLS,
+    COST,
+    MESSAGES,
+    STATUSES_METRIC,
+    UNPRICED,
+    WebhookState,
+)
 
 _FAMILIES = (
     (MESSAGES, "whatsapp_webhook_messages", "Messages seen in webhooks, each counted once on its "
@@ -19,6 +28,15 @@ _FAMILIES = (
      ["waba_id", "channel_id", "direction", "status"]),
     (CALL_SECONDS, "whatsapp_webhook_call_duration_seconds",
      "Duration of calls seen ending in webhooks.", ["waba_id", "channel_id", "direction"]),
+    (COST, "whatsapp_webhook_estimated_cost", "Estimated cost of the billable messages seen in "
+     "webhooks, priced by the rate card (recipient's market, category), in currency units.",
+     ["waba_id", "channel_id", "category", "currency"]),
+    (CALL_COST, "whatsapp_webhook_call_estimated_cost", "Estimated cost of the calls seen "
+     "ending in webhooks, priced by the rate card per 6-second pulse (business-initiated only).",
+     ["waba_id", "channel_id", "direction", "currency"]),
+    (UNPRICED, "whatsapp_webhook_unpriced_messages", "Billable messages the rate card has no "
+     "price for (their market or category is missing from it).",
+     ["waba_id", "channel_id", "category"]),
 )
 
 

@@ -48,6 +48,8 @@ class CallEvent:
     status: str  # terminate: completed / failed; else ""
     duration_seconds: int
     timestamp: int
+    caller: str  # `from`: the user for user-initiated calls, the business otherwise
+    callee: str  # `to`: whose market prices a business-initiated call
 
 
 Event = StatusEvent | CallEvent
@@ -186,5 +188,7 @@ def parse(body: Any) -> list[Event]:
                     status=_label(call.get("status"), f"{w}.status"),
                     duration_seconds=_int(call.get("duration"), f"{w}.duration"),
                     timestamp=_int(call.get("timestamp"), f"{w}.timestamp"),
+                    caller=_text(call.get("from"), f"{w}.from", limit=32),
+                    callee=_text(call.get("to"), f"{w}.to", limit=32),
                 ))
     return events

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 from prometheus_client import Counter
@@ -63,8 +63,12 @@ def webhook_app(
     *,
     now: Callable[[], float],
     max_body_bytes: int,
+    forward_headers: Sequence[str] | None = None,
     on_accept: Callable[[], None] = lambda: None,
 ) -> Starlette:
+    """`forward_headers`: None when nothing is forwarded, else the request headers that travel
+    with the body to the application (Content-Type always does)."""
+    passed = [h.lower() for h in forward_headers or ()]
     for result in RESULTS:
         requests_total.labels(result)
 
@@ -110,7 +114,12 @@ def webhook_app(
         try:
             if state.is_duplicate_delivery(body):
                 return answer("duplicate", 200)
-            state.append(body, now())
+            headers = None
+            if forward_headers is not None:
+                headers = {"content-type": request.headers.get("content-type",
+                                                               "application/json")}
+                headers |= {h: request.headers[h] for h in passed if h in request.headers}
+            state.append(body, now(), headers)
         except Exception:  # the store, not the sender, failed: ask Meta to retry
             log.exception("webhook_record_failed")
             return answer("error", 503)

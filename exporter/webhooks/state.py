@@ -4,6 +4,9 @@ A delivery is acknowledged only after its body is committed to the inbox. Proces
 row (dedupe, count, mark done) is one transaction, so a crash either leaves the row to be
 processed again or has counted it and its dedupe keys together: nothing is lost or counted twice.
 Dedupe keys live for a bounded window (Meta retries for up to 7 days; default 8).
+
+Besides the counters (totals since the state file was made), messages are tallied per UTC month
+of their status timestamp, so they can be compared with the polled month-to-date numbers.
 """
 
 from __future__ import annotations
@@ -13,10 +16,14 @@ import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 from exporter.labels import CATEGORIES, DIRECTIONS, OTHER, PRICING_TYPES, bounded
+from exporter.scheduler import month_start
+from exporter.webhooks.outbox import Outbox
 from exporter.webhooks.parser import CallEvent, Event, StatusEvent, parse
+from exporter.webhooks.ratecard import RateCard
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhook_inbox (
@@ -28,6 +35,10 @@ CREATE INDEX IF NOT EXISTS webhook_seen_at ON webhook_seen (seen_at);
 CREATE TABLE IF NOT EXISTS webhook_counters (
     metric TEXT NOT NULL, labels TEXT NOT NULL, value REAL NOT NULL,
     PRIMARY KEY (metric, labels));
+CREATE TABLE IF NOT EXISTS webhook_months (
+    month_start INTEGER NOT NULL, waba_id TEXT NOT NULL, channel_id TEXT NOT NULL,
+    category TEXT NOT NULL, messages REAL NOT NULL, cost REAL NOT NULL,
+    PRIMARY KEY (month_start, waba_id, channel_id, category));
 """
 
 STATUSES = frozenset({"sent", "delivered", "read", "failed", "played", "deleted", "warning"})
@@ -37,8 +48,12 @@ MESSAGES = "messages"  # (waba_id, channel_id, category, pricing_type, billable)
 STATUSES_METRIC = "statuses"  # (waba_id, channel_id, status)
 CALLS = "calls"  # (waba_id, channel_id, direction, status)
 CALL_SECONDS = "call_seconds"  # (waba_id, channel_id, direction)
+COST = "cost"  # (waba_id, channel_id, category, currency)
+CALL_COST = "call_cost"  # (waba_id, channel_id, direction, currency)
+UNPRICED = "unpriced"  # (waba_id, channel_id, category): billable, but the card has no price
 
 Labels = tuple[str, ...]
+MonthKey = tuple[str, str, str]  # (waba_id, channel_id, category)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +74,8 @@ class WebhookState:
         channel_of: Callable[[str], ChannelLabel | None],
         max_unmapped_channels: int = 100,
         dedupe_window_seconds: float = 8 * 86_400,
+        rate_card: RateCard | None = None,
+        forwarding: bool = False,
     ) -> None:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -68,7 +85,15 @@ class WebhookState:
         self._channel_of = channel_of
         self._max_unmapped = max_unmapped_channels
         self._window = dedupe_window_seconds
+        self._card = rate_card
+        self.outbox = Outbox(self._db) if forwarding else None
         self.counters: dict[str, dict[Labels, float]] = {}
+        # month_start -> (waba_id, channel_id, category) -> [messages, estimated cost]
+        self.months: dict[int, dict[MonthKey, list[float]]] = {}
+        for month, waba, channel, category, messages, cost in self._db.execute(
+                "SELECT * FROM webhook_months"):
+            self.months.setdefault(int(month), {})[(waba, channel, category)] = [
+                float(messages), float(cost)]
         self.version = 0
         self.pending = int(self._db.execute("SELECT COUNT(*) FROM webhook_inbox").fetchone()[0])
         for metric, labels, value in self._db.execute("SELECT * FROM webhook_counters"):
@@ -91,11 +116,24 @@ class WebhookState:
             "SELECT 1 FROM webhook_inbox WHERE sha=? LIMIT 1", ("d:" + sha, sha)).fetchone() \
             is not None
 
-    def append(self, body: bytes, received_at: float) -> None:
-        """Durably record an accepted delivery (autocommit): after this the 200 may go."""
-        self._db.execute("INSERT INTO webhook_inbox (received_at, body, sha) VALUES (?, ?, ?)",
-                         (received_at, body, hashlib.sha256(body).hexdigest()))
+    def append(self, body: bytes, received_at: float,
+               forward_headers: dict[str, str] | None = None) -> None:
+        """Durably record an accepted delivery, and queue it for forwarding, in one commit:
+        after this the 200 may go."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "INSERT INTO webhook_inbox (received_at, body, sha) VALUES (?, ?, ?)",
+                (received_at, body, hashlib.sha256(body).hexdigest()))
+            if self.outbox is not None:
+                self.outbox.add(body, forward_headers or {}, received_at)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
         self.pending += 1
+        if self.outbox is not None:
+            self.outbox.added(received_at)
 
     # -- processing ------------------------------------------------------------------------------
 
@@ -116,17 +154,30 @@ class WebhookState:
         except ValueError:
             events = []  # validated before it was accepted; a schema change must not wedge us
         increments: dict[tuple[str, Labels], float] = {}
+        tallies: dict[tuple[int, MonthKey], list[float]] = {}
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._seen("d:" + hashlib.sha256(body).hexdigest(), now)
             for event in events:
                 for metric, labels, amount in self._count(event, now):
                     increments[(metric, labels)] = increments.get((metric, labels), 0) + amount
+                    if metric in {MESSAGES, COST}:
+                        # A message's month is its status time's (UTC, like the usage buckets).
+                        month = month_start(event.timestamp or now)
+                        tally = tallies.setdefault((month, (labels[0], labels[1], labels[2])),
+                                                   [0.0, 0.0])
+                        tally[metric == COST] += amount
             for (metric, labels), amount in increments.items():
                 self._db.execute(
                     "INSERT INTO webhook_counters VALUES (?, ?, ?) ON CONFLICT(metric, labels) "
                     "DO UPDATE SET value = value + excluded.value",
                     (metric, json.dumps(labels), amount))
+            for (month, key), (messages, cost) in tallies.items():
+                self._db.execute(
+                    "INSERT INTO webhook_months VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT "
+                    "(month_start, waba_id, channel_id, category) DO UPDATE SET "
+                    "messages = messages + excluded.messages, cost = cost + excluded.cost",
+                    (month, *key, messages, cost))
             self._db.execute("DELETE FROM webhook_inbox WHERE id=?", (row_id,))
             self._db.execute("COMMIT")
         except BaseException:
@@ -135,6 +186,10 @@ class WebhookState:
         for (metric, labels), amount in increments.items():
             family = self.counters.setdefault(metric, {})
             family[labels] = family.get(labels, 0.0) + amount
+        for (month, key), (messages, cost) in tallies.items():
+            tally = self.months.setdefault(month, {}).setdefault(key, [0.0, 0.0])
+            tally[0] += messages
+            tally[1] += cost
 
     def _seen(self, key: str, now: float) -> bool:
         """True if the key was seen before; records it otherwise (inside the transaction)."""
@@ -161,10 +216,17 @@ class WebhookState:
                 out.append((STATUSES_METRIC, (where.waba_id, where.channel_id, status), 1))
             if event.pricing is not None and not self._seen(f"m:{event.message_id}", now):
                 p = event.pricing
-                out.append((MESSAGES, (where.waba_id, where.channel_id,
-                                       bounded(p.category, CATEGORIES),
+                category = bounded(p.category, CATEGORIES)
+                out.append((MESSAGES, (where.waba_id, where.channel_id, category,
                                        bounded(p.pricing_type, PRICING_TYPES),
                                        "true" if p.billable else "false"), 1))
+                if p.billable and self._card is not None:
+                    price = self._card.message_price(event.recipient_id, p.category)
+                    if price is None:
+                        out.append((UNPRICED, (where.waba_id, where.channel_id, category), 1))
+                    else:
+                        out.append((COST, (where.waba_id, where.channel_id, category,
+                                           self._card.currency), float(price)))
         elif (isinstance(event, CallEvent) and event.event == "terminate"
               and not self._seen(f"c:{event.call_id}:terminate", now)):
             direction = bounded(event.direction, DIRECTIONS)
@@ -172,7 +234,19 @@ class WebhookState:
             out.append((CALLS, (where.waba_id, where.channel_id, direction, status), 1))
             out.append((CALL_SECONDS, (where.waba_id, where.channel_id, direction),
                         event.duration_seconds))
+            if self._card is not None and event.duration_seconds > 0:
+                # Meta bills business-initiated calls only, by the callee's market.
+                price = (self._card.call_price(event.callee, event.duration_seconds)
+                         if direction == "business_initiated" else Decimal(0))
+                if price is not None:
+                    out.append((CALL_COST, (where.waba_id, where.channel_id, direction,
+                                            self._card.currency), float(price)))
         return out
 
     def prune(self, now: float) -> None:
         self._db.execute("DELETE FROM webhook_seen WHERE seen_at < ?", (now - self._window,))
+        # Reconciliation needs this month and the one before (during the month grace).
+        keep = month_start(month_start(now) - 1)
+        self._db.execute("DELETE FROM webhook_months WHERE month_start < ?", (keep,))
+        for month in [m for m in self.months if m < keep]:
+            del self.months[month]

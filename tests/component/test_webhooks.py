@@ -7,58 +7,12 @@ import hashlib
 import hmac
 import json
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, Counter
 
-from exporter.webhooks.receiver import WebhookAuth, webhook_app
-from exporter.webhooks.state import MESSAGES, STATUSES_METRIC, ChannelLabel, WebhookState
-
-SECRET = "s3cret-header-value"
-KNOWN = {"4915100000000": ChannelLabel("104996122399160", "ch_A1")}
-
-
-def status_body(wamid="wamid.1", status="delivered", category="marketing", pricing=True,
-                number="4915100000000", pn_id="1098765432"):
-    s = {"id": wamid, "status": status, "timestamp": "1751371200", "recipient_id": "4917600000000"}
-    if pricing:
-        s["pricing"] = {"billable": True, "pricing_model": "PMP", "type": "regular",
-                        "category": category}
-    return {"object": "whatsapp_business_account", "entry": [{"id": "104996122399160", "changes": [
-        {"field": "messages", "value": {"messaging_product": "whatsapp", "metadata": {
-            "display_phone_number": number, "phone_number_id": pn_id}, "statuses": [s]}}]}]}
-
-
-class Receiver:
-    def __init__(self, tmp_path, *, secret=SECRET, hmac_secret=None, max_unmapped=100):
-        self.path = tmp_path / "state.sqlite3"
-        self.max_unmapped = max_unmapped
-        self.state = self._state()
-        self.registry = CollectorRegistry()
-        self.requests = Counter("r", "r", ["result"], registry=self.registry)
-        auth = WebhookAuth(header="X-Webhook-Secret", secret=secret, hmac_secret=hmac_secret)
-        self.app = webhook_app(self.state, auth, self.requests, now=lambda: 1_751_371_300.0,
-                               max_body_bytes=64 * 1024)
-
-    def _state(self):
-        return WebhookState(self.path, channel_of=KNOWN.get,
-                            max_unmapped_channels=self.max_unmapped)
-
-    async def post(self, body, headers=None, raw: bytes | None = None):
-        content = raw if raw is not None else json.dumps(body).encode()
-        h = {"Content-Type": "application/json", "X-Webhook-Secret": SECRET} | (headers or {})
-        transport = httpx.ASGITransport(app=self.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://wh") as client:
-            return await client.post("/webhook", content=content, headers=h)
-
-    def result(self, name):
-        return self.registry.get_sample_value("r_total", {"result": name}) or 0
-
-    def count(self, metric, **labels):
-        return sum(v for k, v in self.state.counters.get(metric, {}).items()
-                   if all(x in k for x in labels.values()))
+from exporter.webhooks.state import MESSAGES, STATUSES_METRIC
+from tests.component.webhooks_kit import Receiver, call_body, status_body
 
 
 @pytest.fixture
@@ -181,16 +135,9 @@ async def test_v23_conversation_shape_is_accepted(rx):
 
 async def test_calls_are_counted_once_when_they_end(rx):
     """A terminate event counts the call and its duration once; connect counts nothing."""
-    def call(event, **extra):
-        c = {"id": "wacid.1", "from": "4917600000000", "to": "4915100000000", "event": event,
-             "timestamp": "1751371200", "direction": "BUSINESS_INITIATED"} | extra
-        return {"object": "whatsapp_business_account", "entry": [{"id": "104996122399160",
-                "changes": [{"field": "calls", "value": {"metadata": {
-                    "display_phone_number": "4915100000000", "phone_number_id": "1"},
-                    "calls": [c]}}]}]}
-    await rx.post(call("connect"))
-    await rx.post(call("terminate", status="COMPLETED", duration=56))
-    await rx.post(call("terminate", status="COMPLETED", duration=56, timestamp="1751371201"))
+    await rx.post(call_body("connect", caller="4917600000000", callee="4915100000000"))
+    await rx.post(call_body(status="COMPLETED", duration=56))
+    await rx.post(call_body(status="COMPLETED", duration=56, timestamp="1751371201"))
     rx.state.process_pending(now=1.0)
     assert rx.state.counters["calls"] == {
         ("104996122399160", "ch_A1", "business_initiated", "completed"): 1}

@@ -28,6 +28,13 @@ def clean_env(monkeypatch):
     ({"D360_PARTNER_ID": "p"}, "D360_API_KEY"),
     ({"D360_API_URL": "ftp://x"}, "D360_API_URL"),
     ({"D360_CONFIG_FILE": "/nonexistent.toml"}, "D360_CONFIG_FILE"),
+    ({"D360_WEBHOOK_SECRET": "s", "D360_WEBHOOK_RATE_CARD": "/nonexistent.toml"},
+     "D360_WEBHOOK_RATE_CARD"),
+    ({"D360_WEBHOOK_SECRET": "s", "D360_WEBHOOK_FORWARD_URL": "app.local/hook"},
+     "D360_WEBHOOK_FORWARD_URL"),
+    ({"D360_WEBHOOK_FORWARD_URL": "http://app.local/hook"}, "D360_WEBHOOK_FORWARD_URL"),
+    ({"D360_WEBHOOK_SECRET": "s", "D360_WEBHOOK_FORWARD_HEADERS": "X-Ok,Bad Header"},
+     "D360_WEBHOOK_FORWARD_HEADERS"),
     ({"D360_NO_SUCH_SETTING": "1"}, None),
 ])
 def test_bad_settings_name_themselves(monkeypatch, env, named):
@@ -80,3 +87,14 @@ def test_no_credentials_means_demo(capsys):
     """Without credentials the exporter says it will run the demo."""
     assert main(["--check-config"]) == 0
     assert "D360_DEMO=True" in capsys.readouterr().out
+
+
+def test_a_broken_rate_card_names_the_setting_and_the_entry(monkeypatch, tmp_path):
+    """A card with a bad price stops start-up naming the setting, the file and the entry."""
+    card = tmp_path / "card.toml"
+    card.write_text('currency = "USD"\n[markets.DE]\ncalling_codes = ["49"]\nmarketing = -1\n')
+    monkeypatch.setenv("D360_WEBHOOK_SECRET", "s")
+    monkeypatch.setenv("D360_WEBHOOK_RATE_CARD", str(card))
+    with pytest.raises(ConfigError, match=r"D360_WEBHOOK_RATE_CARD: .*card.toml: "
+                                          r"markets.DE.marketing"):
+        load_settings()
