@@ -1,19 +1,28 @@
 """`python -m exporter.simulator`: the simulated Partner API on its own, for tests and demos.
 
-Prints `SIMULATOR_URL=http://host:port` once listening; runs until SIGTERM or SIGINT.
+Prints `SIMULATOR_URL=http://host:port` once listening; runs until SIGTERM or SIGINT. With
+`--webhook-url` it also pushes the simulated traffic as signed Meta-format webhooks (the secret
+comes from `--webhook-hmac-secret` or, better, `SIM_WEBHOOK_HMAC_SECRET`, which stays out of `ps`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
+import os
 import signal
 import sys
+
+import httpx
+import structlog
 
 from exporter.clock import SystemClock
 from exporter.simulator.app import SimLimits, SimulatedApi, Window
 from exporter.simulator.fleet import build_fleet
 from exporter.simulator.server import start_server
+from exporter.simulator.webhooks import WebhookEmitter
 
 
 def _window(text: str) -> Window:
@@ -22,6 +31,16 @@ def _window(text: str) -> Window:
         return int(count), float(seconds)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected count/seconds, got {text!r}") from None
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("usage_channel", "usage_waba", "client_balance", "channel_balance",
                  "partner_balance", "discovery"):
         p.add_argument(f"--limit-{name.replace('_', '-')}", type=_window, default=None)
+    p.add_argument("--webhook-url", default=None,
+                   help="also POST the simulated traffic as Meta-format webhooks to this URL")
+    p.add_argument("--webhook-hmac-secret", default=None,
+                   help="sign webhooks with X-Hub-Signature-256 "
+                        "(default: $SIM_WEBHOOK_HMAC_SECRET)")
+    p.add_argument("--webhook-interval", type=_positive, default=5.0, metavar="SECONDS")
     args = p.parse_args(argv)
+    hmac_secret = args.webhook_hmac_secret or os.environ.get("SIM_WEBHOOK_HMAC_SECRET") or None
     limits = SimLimits(
         usage_channel=args.limit_usage_channel or defaults.usage_channel,
         usage_waba=args.limit_usage_waba or defaults.usage_waba,
@@ -45,8 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         partner_balance=args.limit_partner_balance or defaults.partner_balance,
         discovery=args.limit_discovery or defaults.discovery,
     )
-    api = SimulatedApi(build_fleet(args.seed, partner_id=args.partner_id), SystemClock().now,
-                       api_key=args.api_key, limits=limits, token_ttl=args.token_ttl)
+    fleet = build_fleet(args.seed, partner_id=args.partner_id)
+    clock = SystemClock()
+    api = SimulatedApi(fleet, clock.now, api_key=args.api_key, limits=limits,
+                       token_ttl=args.token_ttl)
+    if args.webhook_url:
+        # The emitter logs; its lines go to stderr, since stdout carries the SIMULATOR_URL line
+        # that launchers wait for.
+        structlog.configure(
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+            logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
 
     async def run() -> None:
         server = await start_server(api, args.host, args.port)
@@ -55,11 +89,25 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        async with contextlib.AsyncExitStack() as stack:
+            if args.webhook_url:
+                client = await stack.enter_async_context(httpx.AsyncClient(timeout=10.0))
+                emitter = WebhookEmitter(fleet, clock.now, args.webhook_url, client,
+                                         hmac_secret=hmac_secret,
+                                         interval=args.webhook_interval, sleep=clock.sleep)
+                task = asyncio.create_task(emitter.run(), name="webhook-emitter")
+                stack.push_async_callback(_cancel, task)
+            await stop.wait()
         await server.stop()
 
     asyncio.run(run())
     return 0
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 if __name__ == "__main__":
