@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import structlog
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
 from starlette.applications import Starlette
 
 from exporter import __version__
@@ -29,7 +28,7 @@ from exporter.domain import Channel
 from exporter.exposition import Exposition
 from exporter.http import metrics_app
 from exporter.poller import Poller, ShardBudgets
-from exporter.reconcile import ReconciliationCollector
+from exporter.reconcile import Reconciler, ReconciliationCollector
 from exporter.selfmetrics import PlanCollector, SelfMetrics
 from exporter.serving import bind_socket, embedded_server, url_of
 from exporter.store import Store
@@ -42,7 +41,6 @@ from exporter.webhooks.state import ChannelLabel, WebhookState, digits
 
 log = structlog.get_logger("exporter")
 
-DEMO_STATE_PATH = Path("whatsapp-usage-exporter-demo.sqlite3")
 
 
 @dataclass
@@ -63,6 +61,7 @@ class Exporter:
     forwarder: Forwarder | None = None
     forward_wake: asyncio.Event | None = None
     forward_client: httpx.AsyncClient | None = None
+    reconciler: Reconciler | None = None
 
     def ready(self) -> bool:
         return self.poller is None or self.poller.discovered_once
@@ -119,7 +118,7 @@ def build(
                                   poller.waba_intervals))
     data.register(UsageCollector(store, clock, settings.month_grace_seconds, owns))
 
-    webhooks = webhook_app = wake = forwarder = forward_wake = forward_client = None
+    webhooks = webhook_app = wake = forwarder = forward_wake = forward_client = reconciler = None
     if settings.webhooks_enabled:
         card = load_rate_card(settings.webhook_rate_card) if settings.webhook_rate_card else None
         forwarding = settings.webhook_forward_url is not None
@@ -133,9 +132,10 @@ def build(
         )
         data.register(WebhookCollector(webhooks))
         if poller is not None:
-            data.register(ReconciliationCollector(
+            reconciler = Reconciler(
                 store, webhooks, clock, month_grace=settings.month_grace_seconds,
-                card_currency=card.currency if card else None, owns=owns))
+                card_currency=card.currency if card else None, owns=owns)
+            data.register(ReconciliationCollector(reconciler))
         state = webhooks
         metrics.webhook_inbox.set_function(lambda: state.pending)
         wake = asyncio.Event()
@@ -176,13 +176,14 @@ def build(
             on_accept=accepted)
 
     def version() -> int:
-        return store.version + (webhooks.version if webhooks is not None else 0)
+        return (store.version + (webhooks.version if webhooks is not None else 0)
+                + (reconciler.version if reconciler is not None else 0))
 
     exposition = Exposition(data, metrics.registry, version)
     exporter = Exporter(settings, clock, store, metrics, exposition,
                         metrics_app(exposition, lambda: False, mode), http_client, ledger, api,
                         poller, webhooks, webhook_app, wake, forwarder, forward_wake,
-                        forward_client)
+                        forward_client, reconciler)
     exporter.http_app = metrics_app(exposition, exporter.ready, mode)
     return exporter
 
@@ -204,7 +205,8 @@ def _channel_lookup(store: Store) -> Callable[[str], ChannelLabel | None]:
 
 
 async def process_webhooks(exporter: Exporter) -> None:
-    """Count recorded deliveries off the request path; prune dedupe keys hourly."""
+    """Count recorded deliveries off the request path, pair new polls with the counts for
+    reconciliation, and prune dedupe keys hourly."""
     state, wake = exporter.webhooks, exporter.webhook_wake
     assert state is not None
     assert wake is not None
@@ -216,6 +218,8 @@ async def process_webhooks(exporter: Exporter) -> None:
             wake.set()
             await asyncio.sleep(0)
             continue
+        if exporter.reconciler is not None:
+            exporter.reconciler.observe()
         if exporter.clock.now() >= next_prune:
             state.prune(exporter.clock.now())
             next_prune = exporter.clock.now() + 3600
@@ -241,31 +245,21 @@ def _budget_use(poller: Poller, ledger: Ledger, clock: Clock) -> list[tuple[str,
     return rows
 
 
+def _loopback_url(sock: socket.socket) -> str:
+    """Where a process reaches its own listener (0.0.0.0 and :: are not addresses to call)."""
+    url = url_of(sock)
+    return url.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:")
+
+
 async def serve(settings: Settings) -> None:
     """Run the exporter until SIGINT/SIGTERM: demo simulator if asked, HTTP server, poller."""
-    simulator = None
+    demo = None
     mode = "polling the 360dialog Partner API"
     if settings.demo:
-        from exporter.simulator.app import SimulatedApi  # noqa: PLC0415 - demo only
-        from exporter.simulator.fleet import build_fleet  # noqa: PLC0415
-        from exporter.simulator.server import start_server  # noqa: PLC0415
+        from exporter.demo import MODE, Demo  # noqa: PLC0415 - loads the simulator: demo only
 
-        fleet = build_fleet(settings.demo_seed)
-        sim = SimulatedApi(fleet, SystemClock().now)
-        simulator = await start_server(sim)
-        update: dict[str, object] = {
-            "api_url": simulator.url + "/api/v2",
-            "partner_id": fleet.partner_id,
-            "api_key": SecretStr(sim.api_key),
-            "username": None,
-            "password": None,
-        }
-        if "state_path" not in settings.model_fields_set:
-            update["state_path"] = DEMO_STATE_PATH
-        settings = settings.model_copy(update=update)
-        mode = "DEMO MODE: polling a built-in simulated 360dialog API with made-up data"
-        log.warning("demo_mode", simulator_url=simulator.url, channels=len(fleet.channels()),
-                    note="no Partner API credentials given; the numbers are simulated")
+        settings, demo = await Demo.start(settings)
+        mode = MODE
 
     if not settings.polling_enabled:
         mode = "webhook-only: counting webhooks, no Partner API polling"
@@ -278,12 +272,12 @@ async def serve(settings: Settings) -> None:
         servers.append((embedded_server(exporter.webhook_app),
                         bind_socket(*settings.webhook_listen)))
         tasks.append(asyncio.create_task(process_webhooks(exporter), name="webhooks"))
-    if exporter.forwarder is not None and exporter.forward_wake is not None:
-        tasks.append(asyncio.create_task(exporter.forwarder.run(exporter.forward_wake),
-                                         name="forwarder"))
         if settings.webhook_open and not (settings.webhook_secret or settings.webhook_hmac_secret):
             log.warning("webhooks_open", note="D360_WEBHOOK_OPEN=true: anyone who can reach "
                         "the webhook port can move the counters")
+    if exporter.forwarder is not None and exporter.forward_wake is not None:
+        tasks.append(asyncio.create_task(exporter.forwarder.run(exporter.forward_wake),
+                                         name="forwarder"))
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -297,6 +291,8 @@ async def serve(settings: Settings) -> None:
              webhook_listen=url_of(servers[1][1]) if len(servers) > 1 else "",
              state_path=str(settings.state_path), channels_known=len(exporter.store.channels),
              shard=f"{settings.shard_index}/{settings.shard_count}")
+    if demo is not None and exporter.webhook_app is not None:
+        demo.send_webhooks(settings, _loopback_url(servers[1][1]))
     try:
         await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
     finally:
@@ -306,6 +302,6 @@ async def serve(settings: Settings) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await exporter.aclose()
-        if simulator is not None:
-            await simulator.stop()
+        if demo is not None:
+            await demo.stop()
         log.info("exporter_stopped")

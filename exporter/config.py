@@ -220,7 +220,8 @@ class Settings(BaseSettings):
             raise ValueError(f"{missing} is required when the other bearer credential is set")
         if self.has_credentials and not self.partner_id:
             raise ValueError("D360_PARTNER_ID is required with Partner API credentials")
-        if "webhook_listen_address" in self.model_fields_set and not self.webhooks_enabled:
+        if ("webhook_listen_address" in self.model_fields_set and not self.webhooks_enabled
+                and not self.demo):
             raise ValueError(
                 "D360_WEBHOOK_SECRET or D360_WEBHOOK_HMAC_SECRET is required to receive "
                 "webhooks (or D360_WEBHOOK_OPEN=true to accept them unauthenticated)"

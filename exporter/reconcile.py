@@ -1,16 +1,21 @@
 """How far the webhook estimate is from the polled numbers, per channel and category, this month.
 
 Polled numbers (Get Channel Usage) are authoritative; webhook numbers arrive in real time and may
-miss deliveries, price with a card that lags Meta's, or start mid-month. The ratio shows which:
-messages near 1 and cost far from 1 means the rate card is off; both low means deliveries are
-missing (or the receiver started during the month). Memory only, like the other collectors.
+miss deliveries or price with a card that lags Meta's. The ratio tells which: messages near 1 and
+cost far from 1 means the rate card is off; both low means deliveries are missing.
+
+Two things make a naive month-to-date ratio lie, and both are handled here:
+- Polls are minutes apart while webhooks move every second. Each poll is paired with the webhook
+  tallies at the moment it landed, so both sides of a ratio describe the same instant.
+- A receiver that starts mid-month has not seen the month's first days. In the month of its
+  first delivery, each channel is compared from its first poll after webhooks for it arrived:
+  that pair is stored as a baseline and both sides count from there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -20,7 +25,9 @@ from exporter.domain import Channel, MonthUsage
 from exporter.labels import CATEGORIES, bounded
 from exporter.scheduler import reporting_month
 from exporter.store import Store
-from exporter.webhooks.state import MonthKey, WebhookState
+from exporter.webhooks.state import Baseline, MonthKey, WebhookState
+
+Totals = dict[str, tuple[float, float]]  # category -> (messages, cost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,34 +39,57 @@ class Ratio:
     value: float
 
 
-def channel_ratios(
-    channel: Channel,
-    polled: MonthUsage,
-    tallies: dict[MonthKey, list[float]],
-    card_currency: str | None,
-) -> list[Ratio]:
-    """Webhook over polled for the month of a channel the webhooks have seen, where the poll
-    has a non-zero figure (a category the webhooks miss shows as 0)."""
-    waba, ch = channel.waba_label, channel.id
-    volume: dict[str, int] = {}
-    cost: dict[str, Decimal] = {}
-    for (category, _), total in polled.messages.items():
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One poll and the webhook tallies when it landed."""
+
+    fetched_at: float
+    month: int
+    currency: str
+    polled: Totals
+    webhook: Totals
+
+
+def polled_totals(usage: MonthUsage) -> Totals:
+    """Month totals per bounded category, free and paid pricing types together."""
+    out: dict[str, tuple[float, float]] = {}
+    for (category, _), total in usage.messages.items():
         c = bounded(category, CATEGORIES)
-        volume[c] = volume.get(c, 0) + total.volume
-        cost[c] = cost.get(c, Decimal(0)) + total.cost
-    # Cost compares only in one currency: the card's must be the WABA's billing currency.
-    same_currency = card_currency is not None and polled.currency.upper() == card_currency
-    out = []
-    for category in sorted(volume):
-        seen_messages, seen_cost = tallies.get((waba, ch, category), (0.0, 0.0))
-        if volume[category] > 0:
-            out.append(Ratio(waba, ch, category, "messages", seen_messages / volume[category]))
-        if same_currency and cost[category] > 0:
-            out.append(Ratio(waba, ch, category, "cost", seen_cost / float(cost[category])))
+        messages, cost = out.get(c, (0.0, 0.0))
+        out[c] = (messages + total.volume, cost + float(total.cost))
     return out
 
 
-class ReconciliationCollector(Collector):
+def webhook_totals(tallies: dict[MonthKey, list[float]], channel: Channel) -> Totals:
+    out: Totals = {}
+    for category in CATEGORIES | {"other"}:
+        tally = tallies.get((channel.waba_label, channel.id, category))
+        if tally is not None:
+            out[category] = (tally[0], tally[1])
+    return out
+
+
+def ratios(channel: Channel, pair: Pair, baseline: Baseline, card_currency: str | None,
+           ) -> list[Ratio]:
+    """Webhook growth over polled growth since the baseline (all of the month without one),
+    where the poll grew (a category the webhooks miss shows as 0)."""
+    # Cost compares only in one currency: the card's must be the WABA's billing currency.
+    same_currency = card_currency is not None and pair.currency.upper() == card_currency
+    out = []
+    for category in sorted(pair.polled):
+        polled_messages, polled_cost = pair.polled[category]
+        seen_messages, seen_cost = pair.webhook.get(category, (0.0, 0.0))
+        base = baseline.get(category, (0.0, 0.0, 0.0, 0.0))
+        if polled_messages - base[0] > 0:
+            out.append(Ratio(channel.waba_label, channel.id, category, "messages",
+                             (seen_messages - base[2]) / (polled_messages - base[0])))
+        if same_currency and polled_cost - base[1] > 1e-9:
+            out.append(Ratio(channel.waba_label, channel.id, category, "cost",
+                             (seen_cost - base[3]) / (polled_cost - base[1])))
+    return out
+
+
+class Reconciler:
     def __init__(self, store: Store, webhooks: WebhookState, clock: Clock, *,
                  month_grace: float, card_currency: str | None,
                  owns: Callable[[Channel], bool]) -> None:
@@ -69,25 +99,63 @@ class ReconciliationCollector(Collector):
         self._grace = month_grace
         self._currency = card_currency
         self._owns = owns
+        self._pairs: dict[str, Pair] = {}
+        self._seen_store = (-1, -1)  # (store version, month) at the last observe
+        self.version = 0
+
+    def observe(self) -> None:
+        """Pair every poll that landed since the last call with the webhook tallies now.
+        Cheap when nothing was polled: called about once a second."""
+        month = reporting_month(self._clock.now(), self._grace)
+        if self._seen_store == (self._store.version, month):
+            return
+        self._seen_store = (self._store.version, month)
+        tallies = self._webhooks.months.get(month, {})
+        first = self._webhooks.first_received_at
+        from_baseline = first is not None and first >= month
+        for channel in self._store.channels.values():
+            usage = self._store.usage.get(channel.id)
+            polled = usage.months.get(month) if usage is not None else None
+            old = self._pairs.get(channel.id)
+            if usage is None or polled is None or (
+                    old is not None and (old.fetched_at, old.month) == (usage.fetched_at, month)):
+                continue
+            pair = Pair(usage.fetched_at, month, polled.currency, polled_totals(polled),
+                        webhook_totals(tallies, channel))
+            key = (month, channel.waba_label, channel.id)
+            if from_baseline and key not in self._webhooks.baselines:
+                if not pair.webhook:
+                    continue  # the webhooks have not seen this channel yet: nothing to compare
+                self._webhooks.set_baseline(*key, {
+                    c: (*pair.polled.get(c, (0.0, 0.0)), *pair.webhook.get(c, (0.0, 0.0)))
+                    for c in pair.polled.keys() | pair.webhook.keys()})
+            self._pairs[channel.id] = pair
+            self.version += 1
+
+    def ratios(self) -> Iterator[Ratio]:
+        month = reporting_month(self._clock.now(), self._grace)
+        for channel in sorted(self._store.channels.values(), key=lambda c: c.id):
+            pair = self._pairs.get(channel.id)
+            if pair is None or pair.month != month or not pair.webhook or not self._owns(channel):
+                continue
+            baseline = self._webhooks.baselines.get((month, channel.waba_label, channel.id), {})
+            yield from ratios(channel, pair, baseline, self._currency)
+
+
+class ReconciliationCollector(Collector):
+    def __init__(self, reconciler: Reconciler) -> None:
+        self._reconciler = reconciler
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
 
     def collect(self) -> Iterator[Metric]:
-        month = reporting_month(self._clock.now(), self._grace)
-        tallies = self._webhooks.months.get(month, {})
         family = GaugeMetricFamily(
             "whatsapp_webhook_reconciliation_ratio",
-            "Webhook estimate divided by the polled number for the current billing month, per "
-            "channel and category (measure: messages or cost); 1 means they agree.",
-            labels=["waba_id", "channel_id", "category", "measure"])
-        seen = {(waba, channel_id) for waba, channel_id, _ in tallies}
-        for channel in sorted(self._store.channels.values(), key=lambda c: c.id):
-            if (channel.waba_label, channel.id) not in seen:
-                continue
-            usage = self._store.usage.get(channel.id)
-            polled = usage.months.get(month) if usage is not None else None
-            if polled is not None and self._owns(channel):
-                for r in channel_ratios(channel, polled, tallies, self._currency):
-                    family.add_metric([r.waba_id, r.channel_id, r.category, r.measure], r.value)
+            "Webhook estimate divided by the polled number for the current billing month, as of "
+            "the channel's last poll, per category (measure: messages or cost); 1 means they "
+            "agree. In the receiver's first month both count from the first poll after webhooks "
+            "for the channel arrived.", labels=["waba_id", "channel_id", "category", "measure"])
+        for r in self._reconciler.ratios():
+            family.add_metric([r.waba_id, r.channel_id, r.category, r.measure], r.value)
         yield family

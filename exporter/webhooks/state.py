@@ -11,10 +11,11 @@ of their status timestamp, so they can be compared with the polled month-to-date
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -39,6 +40,12 @@ CREATE TABLE IF NOT EXISTS webhook_months (
     month_start INTEGER NOT NULL, waba_id TEXT NOT NULL, channel_id TEXT NOT NULL,
     category TEXT NOT NULL, messages REAL NOT NULL, cost REAL NOT NULL,
     PRIMARY KEY (month_start, waba_id, channel_id, category));
+CREATE TABLE IF NOT EXISTS webhook_baselines (
+    month_start INTEGER NOT NULL, waba_id TEXT NOT NULL, channel_id TEXT NOT NULL,
+    category TEXT NOT NULL, polled_messages REAL NOT NULL, polled_cost REAL NOT NULL,
+    webhook_messages REAL NOT NULL, webhook_cost REAL NOT NULL,
+    PRIMARY KEY (month_start, waba_id, channel_id, category));
+CREATE TABLE IF NOT EXISTS webhook_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 STATUSES = frozenset({"sent", "delivered", "read", "failed", "played", "deleted", "warning"})
@@ -54,6 +61,8 @@ UNPRICED = "unpriced"  # (waba_id, channel_id, category): billable, but the card
 
 Labels = tuple[str, ...]
 MonthKey = tuple[str, str, str]  # (waba_id, channel_id, category)
+# (polled messages, polled cost, webhook messages, webhook cost) per category
+Baseline = dict[str, tuple[float, float, float, float]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +103,17 @@ class WebhookState:
                 "SELECT * FROM webhook_months"):
             self.months.setdefault(int(month), {})[(waba, channel, category)] = [
                 float(messages), float(cost)]
+        # (month_start, waba_id, channel_id) -> where both sources stood when the comparison began
+        self.baselines: dict[tuple[int, str, str], Baseline] = {}
+        for month, waba, channel, category, *values in self._db.execute(
+                "SELECT * FROM webhook_baselines"):
+            row = self.baselines.setdefault((int(month), waba, channel), {})
+            if category:  # "" only marks a channel whose baseline has no categories
+                row[category] = (float(values[0]), float(values[1]), float(values[2]),
+                                 float(values[3]))
+        first = self._db.execute(
+            "SELECT value FROM webhook_meta WHERE key='first_received_at'").fetchone()
+        self.first_received_at = None if first is None else float(first[0])
         self.version = 0
         self.pending = int(self._db.execute("SELECT COUNT(*) FROM webhook_inbox").fetchone()[0])
         for metric, labels, value in self._db.execute("SELECT * FROM webhook_counters"):
@@ -120,18 +140,18 @@ class WebhookState:
                forward_headers: dict[str, str] | None = None) -> None:
         """Durably record an accepted delivery, and queue it for forwarding, in one commit:
         after this the 200 may go."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self._db.execute(
                 "INSERT INTO webhook_inbox (received_at, body, sha) VALUES (?, ?, ?)",
                 (received_at, body, hashlib.sha256(body).hexdigest()))
             if self.outbox is not None:
                 self.outbox.add(body, forward_headers or {}, received_at)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+            if self.first_received_at is None:
+                self._db.execute("INSERT OR IGNORE INTO webhook_meta VALUES "
+                                 "('first_received_at', ?)", (str(received_at),))
         self.pending += 1
+        if self.first_received_at is None:
+            self.first_received_at = received_at
         if self.outbox is not None:
             self.outbox.added(received_at)
 
@@ -155,8 +175,7 @@ class WebhookState:
             events = []  # validated before it was accepted; a schema change must not wedge us
         increments: dict[tuple[str, Labels], float] = {}
         tallies: dict[tuple[int, MonthKey], list[float]] = {}
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self._seen("d:" + hashlib.sha256(body).hexdigest(), now)
             for event in events:
                 for metric, labels, amount in self._count(event, now):
@@ -179,10 +198,6 @@ class WebhookState:
                     "messages = messages + excluded.messages, cost = cost + excluded.cost",
                     (month, *key, messages, cost))
             self._db.execute("DELETE FROM webhook_inbox WHERE id=?", (row_id,))
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         for (metric, labels), amount in increments.items():
             family = self.counters.setdefault(metric, {})
             family[labels] = family.get(labels, 0.0) + amount
@@ -190,6 +205,16 @@ class WebhookState:
             tally = self.months.setdefault(month, {}).setdefault(key, [0.0, 0.0])
             tally[0] += messages
             tally[1] += cost
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _seen(self, key: str, now: float) -> bool:
         """True if the key was seen before; records it otherwise (inside the transaction)."""
@@ -243,10 +268,22 @@ class WebhookState:
                                             self._card.currency), float(price)))
         return out
 
+    def set_baseline(self, month: int, waba_id: str, channel_id: str, rows: Baseline) -> None:
+        """Record where polled and webhook numbers stood when comparing them began."""
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO webhook_baselines VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(month, waba_id, channel_id, category, *values)
+                 for category, values in (rows or {"": (0.0, 0.0, 0.0, 0.0)}).items()])
+        self.baselines[(month, waba_id, channel_id)] = dict(rows)
+
     def prune(self, now: float) -> None:
         self._db.execute("DELETE FROM webhook_seen WHERE seen_at < ?", (now - self._window,))
         # Reconciliation needs this month and the one before (during the month grace).
         keep = month_start(month_start(now) - 1)
-        self._db.execute("DELETE FROM webhook_months WHERE month_start < ?", (keep,))
+        for table in ("webhook_months", "webhook_baselines"):
+            self._db.execute(f"DELETE FROM {table} WHERE month_start < ?", (keep,))  # noqa: S608
         for month in [m for m in self.months if m < keep]:
             del self.months[month]
+        for key in [k for k in self.baselines if k[0] < keep]:
+            del self.baselines[key]

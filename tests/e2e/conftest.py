@@ -143,8 +143,11 @@ class Prometheus:
             stdout=self._log, stderr=subprocess.STDOUT)
         wait_http(self.url + "/-/ready")
 
-    def query(self, promql: str) -> list[dict[str, object]]:
-        r = httpx.get(self.url + "/api/v1/query", params={"query": promql}, timeout=5)
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, object]]:
+        params: dict[str, str | float] = {"query": promql}
+        if at is not None:
+            params["time"] = at  # one instant for several queries: a consistent view
+        r = httpx.get(self.url + "/api/v1/query", params=params, timeout=5)
         r.raise_for_status()
         return list(r.json()["data"]["result"])
 

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.conftest import ROOT, Proc, base_env, wait_http
+from tests.e2e.conftest import ROOT, Proc, base_env, free_port, wait_http
 
 pytestmark = pytest.mark.e2e
 
@@ -111,18 +111,23 @@ def test_exposition_passes_promtool(fast_simulator, start_exporter):
 
 
 def test_demo_mode_starts_without_credentials(start_exporter):
-    """The README's run command with no credentials serves simulated numbers, saying so."""
-    proc, url = start_exporter({})
+    """The README's run command with no credentials serves simulated numbers, saying so, and
+    the simulator's signed webhooks move the real-time counters."""
+    proc, url = start_exporter({"D360_WEBHOOK_LISTEN_ADDRESS": f"127.0.0.1:{free_port()}",
+                                "D360_DEMO": "true"})
     wait_http(url + "/readyz", timeout=30)
     deadline = time.monotonic() + 60
     body = ""
+    wanted = ("whatsapp_messages_total{", "whatsapp_webhook_messages_total{",
+              "whatsapp_webhook_estimated_cost_total{")
     while time.monotonic() < deadline:
         body = httpx.get(url + "/metrics").text
-        if "whatsapp_messages_total{" in body:
+        if all(name in body for name in wanted):
             break
         time.sleep(1)
-    assert "whatsapp_messages_total{" in body
-    assert "whatsapp_channel_info{" in body
+    for name in (*wanted, "whatsapp_channel_info{"):
+        assert name in body
+    assert 'whatsapp_exporter_webhook_requests_total{result="unauthorized"} 0.0' in body
     proc.stop()
     assert '"demo_mode"' in proc.log.read_text()
 

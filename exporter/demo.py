@@ -1,0 +1,84 @@
+"""Demo mode: the simulated Partner API in this process, and its webhooks sent to our receiver.
+
+Imported only when `D360_DEMO` is on (or no credentials are given), so a production start-up
+never loads the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import structlog
+from pydantic import SecretStr
+
+from exporter.clock import SystemClock
+from exporter.config import Settings
+from exporter.simulator.app import SimulatedApi
+from exporter.simulator.fleet import Fleet, build_fleet
+from exporter.simulator.server import RunningServer, start_server
+from exporter.simulator.webhooks import WebhookEmitter
+
+log = structlog.get_logger("exporter")
+
+DEMO_STATE_PATH = Path("whatsapp-usage-exporter-demo.sqlite3")
+EXAMPLE_RATE_CARD = Path(__file__).parent / "webhooks" / "ratecards" / "example-usd.toml"
+MODE = "DEMO MODE: polling a built-in simulated 360dialog API with made-up data"
+
+
+@dataclass
+class Demo:
+    fleet: Fleet
+    simulator: RunningServer
+    client: httpx.AsyncClient | None = None
+    emitter: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, settings: Settings) -> tuple[Settings, Demo]:
+        """Start the simulator; return the settings that point the exporter at it."""
+        fleet = build_fleet(settings.demo_seed)
+        sim = SimulatedApi(fleet, SystemClock().now)
+        simulator = await start_server(sim)
+        update: dict[str, object] = {
+            "api_url": simulator.url + "/api/v2",
+            "partner_id": fleet.partner_id,
+            "api_key": SecretStr(sim.api_key),
+            "username": None,
+            "password": None,
+        }
+        if "state_path" not in settings.model_fields_set:
+            update["state_path"] = DEMO_STATE_PATH
+        if not settings.webhooks_enabled:
+            # The simulator signs its webhooks with a secret made for this run.
+            update["webhook_hmac_secret"] = SecretStr(secrets.token_hex(16))
+        if settings.webhook_rate_card is None:
+            update["webhook_rate_card"] = EXAMPLE_RATE_CARD  # the simulator's own prices
+        log.warning("demo_mode", simulator_url=simulator.url, channels=len(fleet.channels()),
+                    note="no Partner API credentials given; the numbers are simulated")
+        return settings.model_copy(update=update), cls(fleet, simulator)
+
+    def send_webhooks(self, settings: Settings, receiver_url: str) -> None:
+        """Push the simulated traffic, signed as configured, to our own webhook receiver."""
+        self.client = httpx.AsyncClient(timeout=10.0)
+        secret = settings.webhook_secret
+        hmac_secret = settings.webhook_hmac_secret
+        emitter = WebhookEmitter(
+            self.fleet, SystemClock().now, receiver_url + "/webhook", self.client,
+            hmac_secret=hmac_secret.get_secret_value() if hmac_secret else None,
+            secret_header=((settings.webhook_secret_header, secret.get_secret_value())
+                           if secret else None),
+            sleep=SystemClock().sleep)
+        self.emitter = asyncio.create_task(emitter.run(), name="demo-webhooks")
+
+    async def stop(self) -> None:
+        if self.emitter is not None:
+            self.emitter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.emitter
+        if self.client is not None:
+            await self.client.aclose()
+        await self.simulator.stop()
