@@ -167,3 +167,72 @@ async def test_any_json_gets_a_2xx_or_a_4xx_never_a_5xx(rx, body, mutate):
     r = await rx.post(body)
     assert r.status_code in (200, 400)
     rx.state.process_pending(now=1.0)
+
+
+WAMIDS = [f"wamid.{i}" for i in range(6)]
+pricings = st.none() | st.tuples(
+    st.sampled_from(["marketing", "utility", "service", "brand_new"]),
+    st.sampled_from(["regular", "free_customer_service"]), st.booleans())
+status_events = st.tuples(st.sampled_from(WAMIDS),
+                          st.sampled_from(["sent", "delivered", "read", "failed", "odd"]),
+                          pricings)
+
+
+def delivery(events):
+    body = status_body()
+    value = body["entry"][0]["changes"][0]["value"]
+    value["statuses"] = []
+    for wamid, status, pricing in events:
+        s = {"id": wamid, "status": status, "timestamp": "1751371200", "recipient_id": "49176"}
+        if pricing is not None:
+            category, ptype, billable = pricing
+            s["pricing"] = {"category": category, "type": ptype, "billable": billable,
+                            "pricing_model": "PMP"}
+        value["statuses"].append(s)
+    return body
+
+
+@settings(max_examples=60, deadline=None)
+@given(deliveries=st.lists(st.lists(status_events, min_size=1, max_size=4), min_size=1,
+                           max_size=8),
+       repeats=st.lists(st.integers(0, 7), max_size=4))
+async def test_generated_streams_are_counted_like_the_model(tmp_path_factory, deliveries,
+                                                            repeats):
+    """Any stream of valid deliveries, with verbatim repeats, counts each (message, status)
+    once and each message once, on its first status with pricing, as a plain model does."""
+    rx = Receiver(tmp_path_factory.mktemp("prop"))
+    order = deliveries + [deliveries[i] for i in repeats if i < len(deliveries)]
+    for events in order:
+        assert (await rx.post(delivery(events))).status_code == 200
+    rx.state.process_pending(now=1.0)
+    statuses, messages, seen = {}, {}, set()
+    for events in deliveries:
+        for wamid, status, pricing in events:
+            bounded = status if status != "odd" else "other"
+            if (wamid, status) not in seen:
+                seen.add((wamid, status))
+                statuses[bounded] = statuses.get(bounded, 0) + 1
+            if pricing is not None and wamid not in seen:
+                seen.add(wamid)
+                category, ptype, billable = pricing
+                key = (category if category != "brand_new" else "other", ptype,
+                       "true" if billable else "false")
+                messages[key] = messages.get(key, 0) + 1
+    got_statuses = {k[2]: v for k, v in rx.state.counters.get(STATUSES_METRIC, {}).items()}
+    got_messages = {k[2:]: v for k, v in rx.state.counters.get(MESSAGES, {}).items()}
+    assert got_statuses == statuses
+    assert got_messages == messages
+    rx.state.close()
+
+
+async def test_a_status_or_call_without_its_id_is_400(rx):
+    """An event without the id that deduplication needs cannot be counted once: 400."""
+    body = status_body()
+    del body["entry"][0]["changes"][0]["value"]["statuses"][0]["id"]
+    r = await rx.post(body)
+    assert r.status_code == 400
+    assert "statuses[0].id is required" in r.json()["detail"]
+    call = call_body(status="COMPLETED", duration=5)
+    del call["entry"][0]["changes"][0]["value"]["calls"][0]["id"]
+    assert (await rx.post(call)).status_code == 400
+    assert rx.state.pending == 0
