@@ -30,7 +30,7 @@ from exporter.http import metrics_app
 from exporter.poller import Poller, ShardBudgets
 from exporter.reconcile import Reconciler, ReconciliationCollector
 from exporter.selfmetrics import PlanCollector, SelfMetrics
-from exporter.serving import bind_socket, embedded_server, url_of
+from exporter.serving import bind_socket, cancel_and_wait, embedded_server, url_of
 from exporter.store import Store
 from exporter.webhooks.collector import WebhookCollector
 from exporter.webhooks.forwarder import Forwarder
@@ -40,7 +40,6 @@ from exporter.webhooks.receiver import webhook_app as receiver_app
 from exporter.webhooks.state import ChannelLabel, WebhookState, digits
 
 log = structlog.get_logger("exporter")
-
 
 
 @dataclass
@@ -296,11 +295,7 @@ async def serve(settings: Settings) -> None:
     try:
         await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)
         await exporter.aclose()
         if demo is not None:
             await demo.stop()

@@ -7,7 +7,6 @@ never loads the simulator.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pydantic import SecretStr
 
 from exporter.clock import SystemClock
 from exporter.config import Settings
+from exporter.serving import cancel_and_wait
 from exporter.simulator.app import SimulatedApi
 from exporter.simulator.fleet import Fleet, build_fleet
 from exporter.simulator.server import RunningServer, start_server
@@ -75,10 +75,7 @@ class Demo:
         self.emitter = asyncio.create_task(emitter.run(), name="demo-webhooks")
 
     async def stop(self) -> None:
-        if self.emitter is not None:
-            self.emitter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.emitter
+        await cancel_and_wait(self.emitter)
         if self.client is not None:
             await self.client.aclose()
         await self.simulator.stop()

@@ -19,6 +19,7 @@ import httpx
 import structlog
 
 from exporter.clock import SystemClock
+from exporter.serving import cancel_and_wait
 from exporter.simulator.app import SimLimits, SimulatedApi, Window
 from exporter.simulator.fleet import build_fleet
 from exporter.simulator.server import start_server
@@ -96,18 +97,12 @@ def main(argv: list[str] | None = None) -> int:
                                          hmac_secret=hmac_secret,
                                          interval=args.webhook_interval, sleep=clock.sleep)
                 task = asyncio.create_task(emitter.run(), name="webhook-emitter")
-                stack.push_async_callback(_cancel, task)
+                stack.push_async_callback(cancel_and_wait, task)
             await stop.wait()
         await server.stop()
 
     asyncio.run(run())
     return 0
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ retried until it succeeds or is older than the maximum age, when it is dropped a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import random
 from collections.abc import Callable, Coroutine
@@ -20,6 +19,7 @@ import structlog
 from prometheus_client import Counter, Histogram
 
 from exporter.clock import Clock
+from exporter.serving import cancel_and_wait
 from exporter.webhooks.outbox import Outbox, Parcel
 
 log = structlog.get_logger("exporter.webhooks")
@@ -127,8 +127,4 @@ async def _first_of(*waits: Coroutine[Any, Any, object]) -> None:
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)
