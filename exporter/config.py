@@ -284,10 +284,18 @@ class Settings(BaseSettings):
                 shown = ""
             elif isinstance(value, list):
                 shown = ",".join(value)
+            elif name == "webhook_forward_url":
+                shown = _without_credentials(value)
             else:
                 shown = str(value)
             out[ENV_PREFIX + name.upper()] = shown
         return out
+
+
+def _without_credentials(url: str) -> str:
+    """A URL fit to print: webhook URLs often carry a token as user info or in the query."""
+    url = re.sub(r"^(https?://)[^/@]*@", r"\1****@", url)
+    return re.sub(r"\?.*$", "?****", url)
 
 
 def _config_file_from(*sources: PydanticBaseSettingsSource) -> Path | None:

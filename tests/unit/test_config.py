@@ -74,6 +74,17 @@ def test_check_config_masks_secrets(monkeypatch, capsys):
     assert "D360_LIMIT_USAGE_CHANNEL=10/3600" in out
 
 
+def test_check_config_hides_tokens_in_the_forward_url(monkeypatch, capsys):
+    """A token in the forward URL's user info or query is not printed."""
+    monkeypatch.setenv("D360_WEBHOOK_SECRET", "s")
+    monkeypatch.setenv("D360_WEBHOOK_FORWARD_URL", "https://bot:pw@app.test/hook?token=abc")
+    assert main(["--check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "D360_WEBHOOK_FORWARD_URL=https://****@app.test/hook?****" in out
+    assert "pw" not in out.replace("D360_PASSWORD", "")
+    assert "abc" not in out
+
+
 def test_bad_config_exits_2_with_one_line(monkeypatch, capsys):
     """A bad setting ends the process with status 2 and one line on stderr."""
     monkeypatch.setenv("D360_LIMIT_CLIENT_BALANCE", "five per thirty")
