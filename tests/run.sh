@@ -11,12 +11,18 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
 
-# The end-to-end tests scrape the exporter with a real Prometheus server (Debian's package).
-if ! command -v prometheus >/dev/null 2>&1; then
+# Debian tools the tests drive for real: Prometheus and promtool (end-to-end scrapes, alert rule
+# tests, dashboard queries), buildah and debootstrap (build and run the container image).
+missing=""
+command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
+command -v buildah >/dev/null 2>&1 || missing="$missing buildah"
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing="$missing debootstrap"
+if [ -n "$missing" ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # shellcheck disable=SC2086 # one word per package
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
 .venv/bin/ruff check .
