@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     secrets = [s.get_secret_value() for s in (settings.api_key, settings.password,
                                               settings.webhook_secret,
-                                              settings.webhook_hmac_secret) if s]
+                                              settings.webhook_hmac_secret,
+                                              settings.metrics_bearer_token,
+                                              settings.metrics_basic_auth_password) if s]
     configure(settings.log_format, settings.log_level, secrets)
     from exporter.app import serve  # noqa: PLC0415 - keeps --check-config and --help fast
 

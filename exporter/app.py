@@ -26,7 +26,7 @@ from exporter.collector import UsageCollector
 from exporter.config import Settings
 from exporter.domain import Channel
 from exporter.exposition import Exposition
-from exporter.http import metrics_app
+from exporter.http import ScrapeAuth, metrics_app
 from exporter.poller import Poller, ShardBudgets
 from exporter.reconcile import Reconciler, ReconciliationCollector
 from exporter.selfmetrics import PlanCollector, SelfMetrics
@@ -183,8 +183,17 @@ def build(
                         metrics_app(exposition, lambda: False, mode), http_client, ledger, api,
                         poller, webhooks, webhook_app, wake, forwarder, forward_wake,
                         forward_client, reconciler)
-    exporter.http_app = metrics_app(exposition, exporter.ready, mode)
+    exporter.http_app = metrics_app(exposition, exporter.ready, mode, _scrape_auth(settings),
+                                    metrics.scrapes_unauthorized.inc)
     return exporter
+
+
+def _scrape_auth(settings: Settings) -> ScrapeAuth:
+    token = settings.metrics_bearer_token
+    user, password = settings.metrics_basic_auth_username, settings.metrics_basic_auth_password
+    return ScrapeAuth(
+        bearer_token=token.get_secret_value() if token else None,
+        basic=(user, password.get_secret_value()) if user is not None and password else None)
 
 
 def _channel_lookup(store: Store) -> Callable[[str], ChannelLabel | None]:

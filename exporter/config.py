@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_bearer_token: SecretStr | None = None
+    metrics_basic_auth_username: str | None = None
+    metrics_basic_auth_password: SecretStr | None = None
     demo: bool = False
     demo_seed: int = 7
     config_file: Path | None = None
@@ -218,6 +221,12 @@ class Settings(BaseSettings):
         if (self.username is None) != (self.password is None):
             missing = "D360_PASSWORD" if self.password is None else "D360_USERNAME"
             raise ValueError(f"{missing} is required when the other bearer credential is set")
+        if (self.metrics_basic_auth_username is None) != (
+                self.metrics_basic_auth_password is None):
+            missing = ("D360_METRICS_BASIC_AUTH_PASSWORD"
+                       if self.metrics_basic_auth_password is None
+                       else "D360_METRICS_BASIC_AUTH_USERNAME")
+            raise ValueError(f"{missing} is required when the other basic-auth setting is set")
         if self.has_credentials and not self.partner_id:
             raise ValueError("D360_PARTNER_ID is required with Partner API credentials")
         if ("webhook_listen_address" in self.model_fields_set and not self.webhooks_enabled

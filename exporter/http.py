@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -16,8 +20,47 @@ _LANDING = """<!doctype html><html><head><title>WhatsApp usage exporter</title><
 <li><a href="healthz">/healthz</a></li><li><a href="readyz">/readyz</a></li></ul></body></html>"""
 
 
-def metrics_app(exposition: Exposition, ready: Callable[[], bool], mode: str) -> Starlette:
+@dataclass(frozen=True, slots=True)
+class ScrapeAuth:
+    """What `/metrics` asks of a scraper: a bearer token, basic auth, either, or nothing.
+
+    Probes (`/healthz`, `/readyz`) stay open: the kubelet carries no credentials."""
+
+    bearer_token: str | None = None
+    basic: tuple[str, str] | None = None  # (username, password)
+
+    @property
+    def required(self) -> bool:
+        return self.bearer_token is not None or self.basic is not None
+
+    def allows(self, authorization: str) -> bool:
+        scheme, _, value = authorization.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer" and self.bearer_token is not None:
+            return hmac.compare_digest(value.strip().encode(), self.bearer_token.encode())
+        if scheme == "basic" and self.basic is not None:
+            try:
+                given = base64.b64decode(value.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                return False
+            expected = f"{self.basic[0]}:{self.basic[1]}".encode()
+            return hmac.compare_digest(given, expected)
+        return False
+
+    def challenge(self) -> str:
+        return 'Basic realm="metrics"' if self.basic is not None else "Bearer"
+
+
+def metrics_app(exposition: Exposition, ready: Callable[[], bool], mode: str,
+                auth: ScrapeAuth | None = None,
+                on_unauthorized: Callable[[], None] = lambda: None) -> Starlette:
+    auth = auth or ScrapeAuth()
+
     async def metrics(request: Request) -> Response:
+        if auth.required and not auth.allows(request.headers.get("authorization", "")):
+            on_unauthorized()
+            return PlainTextResponse("unauthorized\n", status_code=401,
+                                     headers={"WWW-Authenticate": auth.challenge()})
         accept = request.headers.get("accept", "")
         encoding = request.headers.get("accept-encoding", "")
         openmetrics = "application/openmetrics-text" in accept

@@ -61,6 +61,9 @@ class SelfMetrics:
         self.webhook_inbox = Gauge(
             PREFIX + "webhook_inbox_pending", "Webhook deliveries recorded but not yet counted.",
             registry=r)
+        self.scrapes_unauthorized = Counter(
+            PREFIX + "scrapes_unauthorized", "Requests for /metrics refused for missing or wrong "
+            "credentials.", registry=r)
         self.webhook_forwards = Counter(
             PREFIX + "webhook_forwards", "Attempts to forward webhook bodies to the application "
             "by result (delivered; failed, to be retried; expired, dropped after the maximum "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import zlib
 from decimal import Decimal
@@ -13,7 +14,7 @@ from exporter.clock import FakeClock
 from exporter.collector import UsageCollector
 from exporter.domain import Balance, Channel, MessageTotal, MonthUsage
 from exporter.exposition import Exposition
-from exporter.http import metrics_app
+from exporter.http import ScrapeAuth, metrics_app
 from exporter.selfmetrics import SelfMetrics
 from exporter.store import Store
 
@@ -105,4 +106,25 @@ async def test_readiness_follows_discovery(tmp_path):
     assert (await get(app, "/readyz")).status_code == 503
     assert (await get(app, "/healthz")).status_code == 200
     *_, app = setup(tmp_path, ready=True)
+    assert (await get(app, "/readyz")).status_code == 200
+
+
+async def test_metrics_can_require_a_bearer_token_or_basic_auth(tmp_path):
+    """With credentials configured /metrics answers 401 without them; probes stay open."""
+    _, _, _, exposition, _ = setup(tmp_path)
+    refused = []
+    app = metrics_app(exposition, lambda: True, "test",
+                      ScrapeAuth(bearer_token="tok-123", basic=("prom", "pw-456")),
+                      lambda: refused.append(1))
+    basic = "Basic " + base64.b64encode(b"prom:pw-456").decode()
+    assert (await get(app, Authorization="Bearer tok-123")).status_code == 200
+    assert (await get(app, Authorization=basic)).status_code == 200
+    for wrong in ("", "Bearer tok-12", "Bearer tok-1234", "Basic bm9wZQ==", "Basic !!",
+                  "Basic " + base64.b64encode(b"prom:pw-45").decode(), "Digest x"):
+        r = await get(app, Authorization=wrong) if wrong else await get(app)
+        assert r.status_code == 401, wrong
+        assert r.headers["www-authenticate"] == 'Basic realm="metrics"'
+        assert "tok-123" not in r.text
+    assert len(refused) == 7
+    assert (await get(app, "/healthz")).status_code == 200
     assert (await get(app, "/readyz")).status_code == 200
