@@ -171,6 +171,7 @@ def build(
         webhook_app = receiver_app(
             webhooks, auth, metrics.webhook_requests, now=clock.now,
             max_body_bytes=settings.webhook_max_body_bytes,
+            read_timeout_seconds=settings.webhook_read_timeout_seconds,
             forward_headers=settings.webhook_forward_headers if forwarding else None,
             on_accept=accepted)
 

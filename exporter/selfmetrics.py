@@ -56,8 +56,8 @@ class SelfMetrics:
             "When discovery last completed.", registry=r)
         self.webhook_requests = Counter(
             PREFIX + "webhook_requests", "Webhook deliveries by result (ok, duplicate, "
-            "unauthorized, malformed, too_large, unsupported_media_type, error).", ["result"],
-            registry=r)
+            "unauthorized, malformed, too_large, unsupported_media_type, timeout, error).",
+            ["result"], registry=r)
         self.webhook_inbox = Gauge(
             PREFIX + "webhook_inbox_pending", "Webhook deliveries recorded but not yet counted.",
             registry=r)

@@ -6,6 +6,7 @@ Counting happens off the request path (`WebhookState.process_pending`), after th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -24,7 +25,7 @@ from exporter.webhooks.state import WebhookState
 log = structlog.get_logger("exporter.webhooks")
 
 RESULTS = ("ok", "duplicate", "unauthorized", "malformed", "too_large", "unsupported_media_type",
-           "error")
+           "timeout", "error")
 
 
 class _TooLarge(Exception):
@@ -63,6 +64,7 @@ def webhook_app(
     *,
     now: Callable[[], float],
     max_body_bytes: int,
+    read_timeout_seconds: float = 10.0,
     forward_headers: Sequence[str] | None = None,
     on_accept: Callable[[], None] = lambda: None,
 ) -> Starlette:
@@ -94,7 +96,11 @@ def webhook_app(
 
     async def receive(request: Request) -> Response:
         try:
-            body = await read_body(request)
+            # A sender trickling its body (slow loris) must not hold a connection for ever.
+            async with asyncio.timeout(read_timeout_seconds):
+                body = await read_body(request)
+        except TimeoutError:
+            return answer("timeout", 408, f"the body must arrive within {read_timeout_seconds:g} s")
         except _TooLarge:
             return answer("too_large", 413, f"bodies are limited to {max_body_bytes} bytes")
         except ClientDisconnect:

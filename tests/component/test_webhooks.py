@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import hmac
 import json
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exporter.webhooks.receiver import WebhookAuth, webhook_app
 from exporter.webhooks.state import MESSAGES, STATUSES_METRIC
-from tests.component.webhooks_kit import Receiver, call_body, status_body
+from tests.component.webhooks_kit import SECRET, Receiver, call_body, status_body
 
 
 @pytest.fixture
@@ -236,3 +239,26 @@ async def test_a_status_or_call_without_its_id_is_400(rx):
     del call["entry"][0]["changes"][0]["value"]["calls"][0]["id"]
     assert (await rx.post(call)).status_code == 400
     assert rx.state.pending == 0
+
+
+async def test_a_trickling_body_is_cut_off_with_408(tmp_path):
+    """A sender that never finishes its body (slow loris) gets 408 after the read timeout."""
+    rx = Receiver(tmp_path)
+    app = webhook_app(rx.state, WebhookAuth(header="X-Webhook-Secret", secret=SECRET,
+                                            hmac_secret=None),
+                      rx.requests, now=lambda: 1.0, max_body_bytes=64 * 1024,
+                      read_timeout_seconds=0.2)
+
+    async def trickle():
+        yield b'{"object": "whatsapp_business_account", '
+        await asyncio.sleep(5)
+        yield b'"entry": []}'
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://wh") as client:
+        r = await client.post("/webhook", content=trickle(),
+                              headers={"X-Webhook-Secret": SECRET})
+    assert r.status_code == 408
+    assert rx.result("timeout") == 1
+    assert rx.state.pending == 0
+    rx.state.close()
