@@ -22,7 +22,7 @@ import structlog
 from exporter import budget
 from exporter.api import models
 from exporter.api.client import PartnerApi
-from exporter.api.errors import ApiError, RateLimitError
+from exporter.api.errors import ApiError, RateLimitError, ResponseError
 from exporter.budget import Ledger, Scope
 from exporter.clock import Clock, to_ms
 from exporter.config import Limit, Settings
@@ -628,10 +628,17 @@ class Poller:
         assert scopes is not None
         items: list[_T] = []
         offset = 0
+        total: int | None = None
         while True:
             if not self._try_charge(key, scopes):
                 raise _Deferred
             page = await fetch(offset)
+            if total is not None and page.total != total:
+                # The fleet changed between pages: items shifted, so one may have been skipped.
+                # Taking this listing would retire a channel that still exists; read it again.
+                raise ResponseError("discovery", f"listing changed while paging ({total} then "
+                                    f"{page.total}); it will be read again")
+            total = page.total
             items.extend(page.items)
             offset += len(page.items)
             if not page.items or offset >= page.total:

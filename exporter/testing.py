@@ -14,7 +14,24 @@ from exporter.app import Exporter, build
 from exporter.clock import FakeClock
 from exporter.config import Settings
 from exporter.simulator.app import SimulatedApi
+from exporter.simulator.faults import ConnectionReset, Hang
 from exporter.simulator.fleet import Fleet
+
+
+class NetworkFaults(httpx.AsyncBaseTransport):
+    """What a network stack makes of the simulator's connection faults, in process: a reset
+    mid-answer is a protocol error, a hang is a read timeout."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self._inner.handle_async_request(request)
+        except ConnectionReset as exc:
+            raise httpx.RemoteProtocolError(str(exc), request=request) from None
+        except Hang:
+            raise httpx.ReadTimeout("simulated hang", request=request) from None
 
 
 class Rig:
