@@ -1,0 +1,71 @@
+"""The embedded HTTP servers cut off clients that trickle their request headers (slow loris)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from exporter import serving
+
+
+@pytest.fixture
+async def server(monkeypatch):
+    monkeypatch.setattr(serving, "HEADER_TIMEOUT_SECONDS", 0.5)
+
+    async def hello(_):
+        return PlainTextResponse("hi")
+
+    sock = serving.bind_socket("127.0.0.1", 0)
+    srv = serving.embedded_server(Starlette(routes=[Route("/", hello)]))
+    task = asyncio.create_task(srv.serve(sockets=[sock]))
+    while not srv.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+        await asyncio.sleep(0.01)
+    yield sock.getsockname()[1]
+    srv.should_exit = True
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def closed_after(reader: asyncio.StreamReader, limit: float) -> float:
+    """Seconds until the server closed the connection (EOF, or a reset seen while writing)."""
+    started = time.monotonic()
+    try:
+        data = await asyncio.wait_for(reader.read(), timeout=limit)
+    except ConnectionError:
+        data = b""
+    assert data == b""
+    return time.monotonic() - started
+
+
+async def test_unfinished_headers_are_cut_off(server):
+    """A connection whose headers never finish is closed after the header timeout."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    await writer.drain()
+    assert await closed_after(reader, 5) < 2
+    writer.close()
+
+
+async def test_a_kept_alive_connection_gets_the_same_deadline_per_request(server):
+    """After a full exchange, a second request trickled on the same connection is cut off too,
+    while a prompt client is served normally."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"hi"), timeout=5)
+    assert head.startswith(b"HTTP/1.1 200")
+    started = time.monotonic()
+    with contextlib.suppress(ConnectionError):
+        for _ in range(20):  # a byte at a time, faster than the keep-alive timeout
+            writer.write(b"X")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+    await closed_after(reader, 5)
+    assert time.monotonic() - started < 1.5
+    writer.close()
