@@ -26,6 +26,7 @@ SECRETS = {
     "webhook.secret": "webhook-secret-do-not-leak-91de",
     "webhook.hmacSecret": "hmac-secret-do-not-leak-4c0a",
     "webhook.forwardUrl": "https://app.example.com/hook?token=forward-token-do-not-leak-55e1",
+    "metricsBearerToken": "scrape-token-do-not-leak-a17e",
 }
 RATE_CARD = """\
 currency = "USD"
@@ -85,6 +86,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "everything": {
         "partnerId": "partner-1",
         "apiKey": SECRETS["apiKey"],
+        "metricsBearerToken": SECRETS["metricsBearerToken"],
         "webhook": {"enabled": True, "secret": SECRETS["webhook.secret"],
                     "hmacSecret": SECRETS["webhook.hmacSecret"]},
         "persistence": {"enabled": True, "existingClaim": "wue-state"},
@@ -382,6 +384,25 @@ def test_credentials_come_from_the_chart_secret() -> None:
     assert "D360_WEBHOOK_HMAC_SECRET" not in env
 
 
+def test_a_metrics_token_is_required_by_the_pod_and_sent_by_the_service_monitor() -> None:
+    """metricsBearerToken reaches the pod from the Secret, and the ServiceMonitor sends it."""
+    docs = render(VALUE_SETS["everything"])
+    secret = one(docs, "Secret")
+    assert base64.b64decode(secret["data"]["metrics-bearer-token"]).decode() == \
+        SECRETS["metricsBearerToken"]
+    ref = {"name": secret["metadata"]["name"], "key": "metrics-bearer-token"}
+    assert env_of(docs)["D360_METRICS_BEARER_TOKEN"]["valueFrom"]["secretKeyRef"] == ref
+    endpoint = one(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": ref}
+    plain = render({"serviceMonitor": {"enabled": True}})
+    assert "authorization" not in one(plain, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert "D360_METRICS_BEARER_TOKEN" not in env_of(plain)
+    external = render({"existingSecret": "mine", "serviceMonitor": {
+        "enabled": True, "bearerTokenFromExistingSecret": True}})
+    assert one(external, "ServiceMonitor")["spec"]["endpoints"][0]["authorization"][
+        "credentials"] == {"name": "mine", "key": "metrics-bearer-token"}
+
+
 def test_bearer_login_and_hmac_secret_are_referenced() -> None:
     """username, password and webhook.hmacSecret reach the pod as secretKeyRefs."""
     docs = render(VALUE_SETS["bearer-login-hmac-webhooks"])
@@ -405,7 +426,7 @@ def test_existing_secret_is_referenced_with_its_key_names_and_optional() -> None
     assert refs["D360_PARTNER_ID"]["key"] == "partner-id"
     assert set(refs) == {"D360_PARTNER_ID", "D360_API_KEY", "D360_USERNAME", "D360_PASSWORD",
                          "D360_WEBHOOK_SECRET", "D360_WEBHOOK_HMAC_SECRET",
-                         "D360_WEBHOOK_FORWARD_URL"}
+                         "D360_WEBHOOK_FORWARD_URL", "D360_METRICS_BEARER_TOKEN"}
     assert all(ref["optional"] is True and ref["name"] == "wue-credentials"
                for ref in refs.values())
 

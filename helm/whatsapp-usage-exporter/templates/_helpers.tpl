@@ -63,6 +63,9 @@ username: {{ . | b64enc | quote }}
 {{- with .Values.password }}
 password: {{ . | b64enc | quote }}
 {{- end }}
+{{- with .Values.metricsBearerToken }}
+metrics-bearer-token: {{ . | b64enc | quote }}
+{{- end }}
 {{- if .Values.webhook.enabled }}
 {{- with .Values.webhook.secret }}
 webhook-secret: {{ . | b64enc | quote }}
@@ -138,7 +141,7 @@ webhook-forward-url: {{ . | b64enc | quote }}
   valueFrom:
     secretKeyRef: {name: {{ $secret | quote }}, key: {{ $keys.partnerId | quote }}, optional: true}
 {{- end }}
-{{- range $env, $pair := dict "D360_API_KEY" (list $v.apiKey "api-key" $keys.apiKey) "D360_USERNAME" (list $v.username "username" $keys.username) "D360_PASSWORD" (list $v.password "password" $keys.password) }}
+{{- range $env, $pair := dict "D360_API_KEY" (list $v.apiKey "api-key" $keys.apiKey) "D360_USERNAME" (list $v.username "username" $keys.username) "D360_PASSWORD" (list $v.password "password" $keys.password) "D360_METRICS_BEARER_TOKEN" (list $v.metricsBearerToken "metrics-bearer-token" $keys.metricsBearerToken) }}
 {{- if $external }}
 - name: {{ $env }}
   valueFrom:
