@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -137,6 +138,7 @@ def build(
             data.register(ReconciliationCollector(reconciler))
         state = webhooks
         metrics.webhook_inbox.set_function(lambda: state.pending)
+        metrics.webhook_dead_letters.set_function(lambda: state.dead)
         wake = asyncio.Event()
         wakes = [wake]
         if webhooks.outbox is not None and settings.webhook_forward_url is not None:
@@ -223,7 +225,12 @@ async def process_webhooks(exporter: Exporter) -> None:
     while True:
         wake.clear()
         # Batches of 500, then a chance for the request path to run (this is synchronous I/O).
-        if state.process_pending(exporter.clock.now()):
+        try:
+            counted = state.process_pending(exporter.clock.now())
+        except sqlite3.Error:
+            log.exception("webhook_store_failed")  # e.g. a full disk: rows wait, try again
+            counted = 0
+        if counted:
             wake.set()
             await asyncio.sleep(0)
             continue

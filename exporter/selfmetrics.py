@@ -61,6 +61,9 @@ class SelfMetrics:
         self.webhook_inbox = Gauge(
             PREFIX + "webhook_inbox_pending", "Webhook deliveries recorded but not yet counted.",
             registry=r)
+        self.webhook_dead_letters = Gauge(
+            PREFIX + "webhook_dead_letters", "Accepted webhook deliveries that could not be "
+            "counted and were set aside in the state file for inspection.", registry=r)
         self.scrapes_unauthorized = Counter(
             PREFIX + "scrapes_unauthorized", "Requests for /metrics refused for missing or wrong "
             "credentials.", registry=r)

@@ -82,6 +82,17 @@ def _text(value: Any, where: str, *, required: bool = False, limit: int = 256) -
     return text
 
 
+# Unix seconds of 10000-01-01: later "timestamps" cannot be dates (and break calendar math).
+_LAST_TIMESTAMP = 253_402_300_800
+
+
+def _timestamp(value: Any, where: str) -> int:
+    seconds = _int(value, where)
+    if seconds >= _LAST_TIMESTAMP:
+        raise MalformedWebhook(f"{where} is not a unix time in seconds")
+    return seconds
+
+
 def _int(value: Any, where: str) -> int:
     if value is None or value == "":
         return 0
@@ -173,7 +184,7 @@ def parse(body: Any) -> list[Event]:
                     **origin,
                     message_id=_text(status.get("id"), f"{w}.id", required=True),
                     status=_label(status.get("status"), f"{w}.status") or "unknown",
-                    timestamp=_int(status.get("timestamp"), f"{w}.timestamp"),
+                    timestamp=_timestamp(status.get("timestamp"), f"{w}.timestamp"),
                     recipient_id=_text(status.get("recipient_id"), f"{w}.recipient_id", limit=32),
                     pricing=_pricing(status, w),
                 ))
@@ -187,7 +198,7 @@ def parse(body: Any) -> list[Event]:
                     direction=_label(call.get("direction"), f"{w}.direction") or "unknown",
                     status=_label(call.get("status"), f"{w}.status"),
                     duration_seconds=_int(call.get("duration"), f"{w}.duration"),
-                    timestamp=_int(call.get("timestamp"), f"{w}.timestamp"),
+                    timestamp=_timestamp(call.get("timestamp"), f"{w}.timestamp"),
                     caller=_text(call.get("from"), f"{w}.from", limit=32),
                     callee=_text(call.get("to"), f"{w}.to", limit=32),
                 ))

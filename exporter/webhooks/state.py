@@ -20,11 +20,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+import structlog
+
 from exporter.labels import CATEGORIES, DIRECTIONS, OTHER, PRICING_TYPES, bounded
 from exporter.scheduler import month_start
 from exporter.webhooks.outbox import Outbox
 from exporter.webhooks.parser import CallEvent, Event, StatusEvent, parse
 from exporter.webhooks.ratecard import RateCard
+
+log = structlog.get_logger("exporter.webhooks")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhook_inbox (
@@ -46,6 +50,9 @@ CREATE TABLE IF NOT EXISTS webhook_baselines (
     webhook_messages REAL NOT NULL, webhook_cost REAL NOT NULL,
     PRIMARY KEY (month_start, waba_id, channel_id, category));
 CREATE TABLE IF NOT EXISTS webhook_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS webhook_dead (
+    id INTEGER PRIMARY KEY, received_at REAL NOT NULL, body BLOB NOT NULL, error TEXT NOT NULL,
+    failed_at REAL NOT NULL);
 """
 
 STATUSES = frozenset({"sent", "delivered", "read", "failed", "played", "deleted", "warning"})
@@ -116,6 +123,7 @@ class WebhookState:
         self.first_received_at = None if first is None else float(first[0])
         self.version = 0
         self.pending = int(self._db.execute("SELECT COUNT(*) FROM webhook_inbox").fetchone()[0])
+        self.dead = int(self._db.execute("SELECT COUNT(*) FROM webhook_dead").fetchone()[0])
         for metric, labels, value in self._db.execute("SELECT * FROM webhook_counters"):
             self.counters.setdefault(metric, {})[tuple(json.loads(labels))] = float(value)
         self._unmapped = {
@@ -162,11 +170,25 @@ class WebhookState:
         rows = self._db.execute(
             "SELECT id, body FROM webhook_inbox ORDER BY id LIMIT ?", (limit,)).fetchall()
         for row_id, body in rows:
-            self._process(int(row_id), bytes(body), now)
+            try:
+                self._process(int(row_id), bytes(body), now)
+            except sqlite3.Error:
+                raise  # the store, not the row: leave it for the next round
+            except Exception as exc:  # a row we cannot count must not wedge the ones after it
+                log.exception("webhook_processing_failed", delivery=row_id)
+                self._set_aside(int(row_id), f"{type(exc).__name__}: {exc}"[:300], now)
             self.pending = max(0, self.pending - 1)
         if rows:
             self.version += 1
         return len(rows)
+
+    def _set_aside(self, row_id: int, error: str, now: float) -> None:
+        """Keep the body in a dead-letter table (nothing acknowledged is thrown away)."""
+        with self._transaction():
+            self._db.execute("INSERT INTO webhook_dead SELECT id, received_at, body, ?, ? FROM "
+                             "webhook_inbox WHERE id=?", (error, now, row_id))
+            self._db.execute("DELETE FROM webhook_inbox WHERE id=?", (row_id,))
+        self.dead += 1
 
     def _process(self, row_id: int, body: bytes, now: float) -> None:
         try:

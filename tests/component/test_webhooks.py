@@ -262,3 +262,32 @@ async def test_a_trickling_body_is_cut_off_with_408(tmp_path):
     assert rx.result("timeout") == 1
     assert rx.state.pending == 0
     rx.state.close()
+
+
+async def test_a_timestamp_that_cannot_be_a_date_is_400(rx):
+    """Seconds past the year 9999 would break calendar math later: refused up front."""
+    body = status_body()
+    body["entry"][0]["changes"][0]["value"]["statuses"][0]["timestamp"] = "4977423000000"
+    r = await rx.post(body)
+    assert r.status_code == 400
+    assert "not a unix time" in r.json()["detail"]
+
+
+async def test_a_row_that_cannot_be_counted_is_set_aside_not_wedging_the_rest(rx, monkeypatch):
+    """A delivery whose counting raises goes to the dead-letter table; later ones count."""
+    await rx.post(status_body("wamid.poison"))
+    await rx.post(status_body("wamid.fine"))
+    real = rx.state._count
+
+    def count(event, now):
+        if event.message_id == "wamid.poison":
+            raise RuntimeError("a bug we have not met yet")
+        return real(event, now)
+
+    monkeypatch.setattr(rx.state, "_count", count)
+    assert rx.state.process_pending(now=1.0) == 2
+    assert rx.state.dead == 1
+    assert rx.state.pending == 0
+    assert sum(rx.state.counters[MESSAGES].values()) == 1
+    kept = rx.state._db.execute("SELECT error FROM webhook_dead").fetchall()
+    assert kept == [("RuntimeError: a bug we have not met yet",)]
