@@ -15,14 +15,14 @@ defaults switch off, such as budgets); the others run against the plain file, so
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests import tools
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "whatsapp-usage-exporter"
@@ -45,12 +45,7 @@ ALERT_NAMES = {
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is not installed; tests/run.sh installs Debian's prometheus")
-        pytest.skip("promtool not installed (tests/run.sh installs Debian's prometheus)")
-    return path
+    return tools.binary("promtool")
 
 
 def rule_groups(values: dict[str, Any] | None = None) -> dict[str, Any]:

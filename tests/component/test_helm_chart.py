@@ -4,16 +4,15 @@ Prometheus Operator models: lint, render, validate, and assert on what a cluster
 from __future__ import annotations
 
 import base64
-import importlib
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+
+from tests import tools
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "whatsapp-usage-exporter"
@@ -36,14 +35,7 @@ marketing = 0.1365
 """
 
 
-def require(module: str) -> ModuleType:
-    """Import a test tool; under CI a missing tool fails the test instead of skipping it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail(f"{module} is not installed; tests/run.sh installs the test extras")
-        pytest.skip(f"{module} not installed (tests/run.sh installs the test extras)")
+require = tools.module
 
 
 VALUE_SETS: dict[str, dict[str, Any]] = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests import tools
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,12 +117,7 @@ def start_exporter(tmp_path: Path) -> Iterator[object]:
 
 
 def prometheus_binary() -> str:
-    path = shutil.which("prometheus")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is not installed; tests/run.sh installs Debian's package")
-        pytest.skip("prometheus not installed (tests/run.sh installs it)")
-    return path
+    return tools.binary("prometheus")
 
 
 class Prometheus:

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import tools
 from tests.e2e.conftest import ROOT, free_port, wait_http
 
 pytestmark = pytest.mark.e2e
@@ -46,17 +47,9 @@ NAME_PREFIX = "wue-e2e-"
 
 def require_tool(name: str) -> str:
     """The tool's path; under CI a missing tool fails the test (CI installs what it uses)."""
-    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", ""),
-                              "/usr/sbin", "/sbin"])
-    path = shutil.which(name, path=search)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed; tests/run.sh installs it")
-        pytest.skip(f"{name} not installed (tests/run.sh installs it)")
+    path = tools.binary(name)
     if name in {"buildah", "debootstrap"} and os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} needs root here (vfs storage, chroot isolation)")
-        pytest.skip(f"{name} needs root here (vfs storage, chroot isolation)")
+        tools.unavailable(f"{name} as root (vfs storage, chroot isolation)")
     return path
 
 

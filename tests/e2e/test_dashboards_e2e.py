@@ -3,21 +3,20 @@ simulator's polls and its signed webhooks, must return data."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
 
 import exporter.webhooks
-from tests.e2e.conftest import ROOT, Proc, base_env, free_port, wait_http
+from tests.e2e.conftest import Proc, base_env, free_port, wait_http
 from tests.e2e.test_e2e_polling import FAST, fast_env
 from tests.e2e.webhook_stream import Sink
+from tests.unit.test_dashboards import load_generator
 
 pytestmark = pytest.mark.e2e
 
@@ -41,16 +40,6 @@ SUBSTITUTIONS = (
 RANGE_WINDOW_SECONDS = 120
 RANGE_STEP = "15s"
 DEADLINE_SECONDS = 110
-
-
-def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("grafana_build", ROOT / "grafana" / "build.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def substitute(expr: str) -> str:

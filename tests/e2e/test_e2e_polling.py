@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from tests import tools
 from tests.e2e.conftest import ROOT, Proc, base_env, free_port, wait_http
 
 pytestmark = pytest.mark.e2e
@@ -86,9 +86,7 @@ def test_prometheus_scrapes_the_simulated_truth(fast_simulator, start_exporter, 
 
 def test_exposition_passes_promtool(fast_simulator, start_exporter):
     """promtool check metrics finds nothing to complain about, in text and OpenMetrics."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is not installed; tests/run.sh installs Debian's prometheus")
+    promtool = tools.binary("promtool")
     _, url = start_exporter(fast_env(fast_simulator))
     wait_http(url + "/readyz", timeout=30)
     deadline = time.monotonic() + 30

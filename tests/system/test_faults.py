@@ -59,6 +59,13 @@ async def test_twenty_percent_faults_then_convergence(tmp_path, capsys):
     assert errors >= {"transport", "rate_limited", "server", "auth", "malformed"}
     configure("console", "warning")
     log = capsys.readouterr().err
+    by_kind: dict[str, int] = {}
+    for k, v in samples["whatsapp_exporter_api_errors_total"].items():
+        by_kind[dict(k)["kind"]] = by_kind.get(dict(k)["kind"], 0) + int(v)
+    with capsys.disabled():  # the figures the README records
+        print(f"\nfaults: injected={dict(sorted(faults.injected.items()))} "
+              f"total={sum(faults.injected.values())} requests={len(sim.requests)} "
+              f"errors={by_kind}")
     assert "poll_task_crashed" not in log, log[log.find("poll_task_crashed"):][:6000]
     assert "Traceback" not in log
     assert "listing changed while paging" in log  # a moved page was read again, not taken

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests import tools
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ("usage-costs.json", "voice-calls.json", "exporter-health.json")
@@ -26,17 +27,11 @@ KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "off
 
 
 def _sdk() -> None:
-    try:
-        import grafana_foundation_sdk  # noqa: F401, PLC0415
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("grafana-foundation-sdk is not installed; tests/run.sh installs .[test]")
-        pytest.skip("grafana-foundation-sdk not installed (tests/run.sh installs it)")
+    tools.module("grafana_foundation_sdk")
 
 
-@pytest.fixture(scope="module")
-def build() -> ModuleType:
-    _sdk()
+def load_generator() -> ModuleType:
+    """grafana/build.py is a script, not a package module: load it by path."""
     spec = importlib.util.spec_from_file_location("grafana_build", ROOT / "grafana" / "build.py")
     assert spec is not None
     assert spec.loader is not None
@@ -44,6 +39,12 @@ def build() -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def build() -> ModuleType:
+    _sdk()
+    return load_generator()
 
 
 @pytest.fixture(scope="module")
