@@ -26,7 +26,7 @@ from exporter.api.errors import ApiError, RateLimitError, ResponseError
 from exporter.budget import Ledger, Scope
 from exporter.clock import Clock, to_ms
 from exporter.config import Limit, Settings
-from exporter.domain import Channel, MonthUsage
+from exporter.domain import Channel, MonthUsage, never_lower
 from exporter.scheduler import (
     ChannelPlan,
     PlanParams,
@@ -509,6 +509,15 @@ class Poller:
         for month in {first, current}:
             months.setdefault(month, MonthUsage(month, report.currency))
         keep_from = month_start(first - 1)  # the month before: its series restart from zero
+        stored = self.store.usage.get(ch.id)
+        for month, usage in list(months.items()):
+            before = stored.months.get(month) if stored is not None else None
+            if before is not None:
+                months[month], raised = never_lower(before, usage)
+                if raised:
+                    self.metrics.usage_decreases.inc(raised)
+                    log.warning("usage_decrease_held", channel_id=ch.id, month=month,
+                                totals=raised)
         self.store.put_usage(ch.id, months, now, keep_from)
         self._track_activity(ch, months[first])
 

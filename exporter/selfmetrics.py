@@ -48,6 +48,10 @@ class SelfMetrics:
         self.deferred = Counter(
             PREFIX + "polls_deferred", "Polls the ledger held back because a budget was full.",
             ["scope"], registry=r)
+        self.usage_decreases = Counter(
+            PREFIX + "usage_decreases", "Month totals the API reported lower than before; they "
+            "are held at the old figure so the counters never go down within a month.",
+            registry=r)
         self.discovered = Gauge(
             PREFIX + "discovered", "Entities found by the last discovery and selected for polling "
             "by this replica.", ["kind"], registry=r)

@@ -231,3 +231,26 @@ async def test_the_ledger_on_disk_keeps_only_what_a_window_can_see(tmp_path):
     oldest = min(t for _, _, t in rows) / 1000
     assert rig.clock.now() - oldest <= 3600 + 2 + 600  # longest window, guard, prune period
     assert len(rows) < len(rig.sim.requests) * 2 / 3
+
+
+async def test_a_lower_month_total_is_held_so_counters_never_go_down(tmp_path):
+    """When the API reports lower month totals (a downward revision), the exposed counters keep
+    their old values within the month, and the holds are counted."""
+    rig = make_rig(tmp_path)
+    await rig.run_until(START + 1800)
+    before = (await rig.samples())["whatsapp_messages_total"]
+    assert sum(before.values()) > 0
+    empty = {"currency": "USD", "granularity": "daily", "pricing_analytics": {"data": []},
+             "call_analytics": {"data": []}}
+    rig.transport.fault = lambda r: (httpx.Response(200, json=empty)
+                                     if r.url.path.endswith("/info/usage") else None)
+    await rig.run_until(START + 3600)
+    held = await rig.samples()
+    assert rig.transport.faults_sent > 0
+    for key, value in before.items():
+        assert held["whatsapp_messages_total"][key] >= value, key
+    assert sum(held["whatsapp_exporter_usage_decreases_total"].values()) > 0
+    rig.transport.fault = None
+    await rig.run_until(START + 5400)
+    after = (await rig.samples())["whatsapp_messages_total"]
+    assert sum(after.values()) > sum(held["whatsapp_messages_total"].values())

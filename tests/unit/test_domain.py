@@ -1,0 +1,35 @@
+"""Month totals only grow within a month: a lower figure from the API is held."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from exporter.domain import CallTotal, MessageTotal, MonthUsage, never_lower
+
+M = 1_780_272_000
+
+
+def usage(volume, cost, calls=0, seconds=0):
+    return MonthUsage(M, "USD", {("marketing", "regular"): MessageTotal(volume, Decimal(cost))},
+                      {"business_initiated": CallTotal(calls, seconds, Decimal(0))})
+
+
+def test_higher_totals_pass_unchanged():
+    """Growth is taken as it is, and nothing is counted as held."""
+    after = usage(12, "1.2", 3, 60)
+    assert never_lower(usage(10, "1.0", 2, 50), after) == (after, 0)
+
+
+def test_lower_or_missing_totals_are_held_at_the_old_figure():
+    """A lower volume, cost or call figure, or a series that vanished, keeps the old value."""
+    before = MonthUsage(M, "USD", {("marketing", "regular"): MessageTotal(10, Decimal("1.0")),
+                                   ("utility", "regular"): MessageTotal(5, Decimal("0.2"))},
+                        {"business_initiated": CallTotal(2, 50, Decimal("0.1"))})
+    after = MonthUsage(M, "", {("marketing", "regular"): MessageTotal(11, Decimal("0.9"))},
+                       {"business_initiated": CallTotal(2, 40, Decimal("0.1"))})
+    held, raised = never_lower(before, after)
+    assert raised == 3
+    assert held.currency == "USD"
+    assert held.messages == {("marketing", "regular"): MessageTotal(11, Decimal("1.0")),
+                             ("utility", "regular"): MessageTotal(5, Decimal("0.2"))}
+    assert held.calls == {"business_initiated": CallTotal(2, 50, Decimal("0.1"))}
