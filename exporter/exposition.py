@@ -1,11 +1,13 @@
 """Rendered /metrics bodies, cached until the data changes.
 
-The usage part (large: every channel's series) is rendered once per change of the store and kept
-as plain text, OpenMetrics and gzip. The exporter's own metrics (small, moving with every API
-call) are rendered per scrape and appended. For gzip, the usage part is compressed once up to a
-sync flush and the compressor's state is kept; each scrape continues a copy of that state with
-its own small tail, so the body is one ordinary gzip stream (some clients read only the first
-member of a multi-member file) and the large part is never compressed twice.
+The usage part (large: every channel's series) is rendered once per change of the store, in the
+format a scraper asks for (plain text or OpenMetrics, and its gzip), only when one asks for it:
+at fleet scale each rendering costs seconds, and Prometheus asks for one format only. The
+exporter's own metrics (small, moving with every API call) are rendered per scrape and appended.
+For gzip, the usage part is compressed once up to a sync flush and the compressor's state is
+kept; each scrape continues a copy of that state with its own small tail, so the body is one
+ordinary gzip stream (some clients read only the first member of a multi-member file) and the
+large part is never compressed twice.
 """
 
 from __future__ import annotations
@@ -40,13 +42,13 @@ class _GzipPrefix:
         return self.data + state.compress(tail) + state.flush(zlib.Z_FINISH)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Rendered:
+    """One format of the usage part at one version of the data; gzip made on first demand."""
+
     version: int
-    text: bytes
-    text_gz: _GzipPrefix
-    om: bytes
-    om_gz: _GzipPrefix
+    body: bytes
+    gz: _GzipPrefix | None = None
 
 
 class Exposition:
@@ -59,26 +61,25 @@ class Exposition:
         self._data = data
         self._own = own
         self._version = version
-        self._cache: _Rendered | None = None
+        self._cache: dict[bool, _Rendered] = {}  # openmetrics? -> rendered usage part
         self.renders = 0
 
-    def _rendered(self) -> _Rendered:
+    def _rendered(self, openmetrics: bool) -> _Rendered:
         version = self._version()
-        if self._cache is None or self._cache.version != version:
-            text = text_latest(self._data)
-            om = om_latest(self._data).removesuffix(_EOF)
-            self._cache = _Rendered(version, text, _GzipPrefix(text), om, _GzipPrefix(om))
+        cached = self._cache.get(openmetrics)
+        if cached is None or cached.version != version:
+            body = (om_latest(self._data).removesuffix(_EOF) if openmetrics
+                    else text_latest(self._data))
+            cached = self._cache[openmetrics] = _Rendered(version, body)
             self.renders += 1
-        return self._cache
+        return cached
 
     def body(self, *, openmetrics: bool, compress: bool) -> tuple[bytes, str]:
-        cached = self._rendered()
-        if openmetrics:
-            own, head, head_gz = om_latest(self._own), cached.om, cached.om_gz
-            ctype = OPENMETRICS_TYPE
-        else:
-            own, head, head_gz = text_latest(self._own), cached.text, cached.text_gz
-            ctype = TEXT_TYPE
+        cached = self._rendered(openmetrics)
+        own = om_latest(self._own) if openmetrics else text_latest(self._own)
+        ctype = OPENMETRICS_TYPE if openmetrics else TEXT_TYPE
         if compress:
-            return head_gz.finish(own), ctype
-        return head + own, ctype
+            if cached.gz is None:
+                cached.gz = _GzipPrefix(cached.body)
+            return cached.gz.finish(own), ctype
+        return cached.body + own, ctype

@@ -128,3 +128,14 @@ async def test_metrics_can_require_a_bearer_token_or_basic_auth(tmp_path):
     assert len(refused) == 7
     assert (await get(app, "/healthz")).status_code == 200
     assert (await get(app, "/readyz")).status_code == 200
+
+
+async def test_each_format_is_rendered_only_when_asked_for(tmp_path):
+    """Plain scrapes never render OpenMetrics; the first OpenMetrics scrape renders it once."""
+    _, _, _, exposition, app = setup(tmp_path)
+    await get(app, **{"Accept-Encoding": "identity"})
+    await get(app, **{"Accept-Encoding": "gzip"})
+    assert exposition.renders == 1
+    for _ in range(2):
+        await get(app, Accept="application/openmetrics-text; version=1.0.0")
+    assert exposition.renders == 2
