@@ -221,7 +221,7 @@ async def process_webhooks(exporter: Exporter) -> None:
     state, wake = exporter.webhooks, exporter.webhook_wake
     assert state is not None
     assert wake is not None
-    next_prune = 0.0
+    next_prune = next_observe = 0.0
     while True:
         wake.clear()
         # Batches of 500, then a chance for the request path to run (this is synchronous I/O).
@@ -230,12 +230,14 @@ async def process_webhooks(exporter: Exporter) -> None:
         except sqlite3.Error:
             log.exception("webhook_store_failed")  # e.g. a full disk: rows wait, try again
             counted = 0
+        # About once a second even under a steady stream, which never empties the inbox.
+        if exporter.reconciler is not None and exporter.clock.now() >= next_observe:
+            exporter.reconciler.observe()
+            next_observe = exporter.clock.now() + 1.0
         if counted:
             wake.set()
             await asyncio.sleep(0)
             continue
-        if exporter.reconciler is not None:
-            exporter.reconciler.observe()
         if exporter.clock.now() >= next_prune:
             state.prune(exporter.clock.now())
             next_prune = exporter.clock.now() + 3600
