@@ -62,10 +62,12 @@ async def main() -> None:
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
     store = build(tmp / "state.sqlite3", args.channels, args.wabas)
-    data = CollectorRegistry(auto_describe=False)
-    data.register(UsageCollector(store, FakeClock(NOW), 1800, lambda _: True))
+    usage = UsageCollector(store, FakeClock(NOW), 1800, lambda _: True)
+    data = CollectorRegistry(auto_describe=False)  # for generate_latest, the comparison
+    data.register(usage)
     own = SelfMetrics()
-    exposition = Exposition(data, own.registry, lambda: store.version)
+    exposition = Exposition(CollectorRegistry(auto_describe=False), own.registry,
+                            lambda: store.version, usage=usage)
     body, _ = exposition.body(openmetrics=False, compress=False)
     series = body.count(b"\n") - body.count(b"\n#")
     print(f"fleet: {len(store.channels)} channels, {args.wabas} WABAs, {series} series, "

@@ -116,7 +116,7 @@ def build(
         owns = poller.selection.owns
         metrics.add(PlanCollector(lambda: _budget_use(poller, ledger, clock),
                                   poller.waba_intervals))
-    data.register(UsageCollector(store, clock, settings.month_grace_seconds, owns))
+    usage = UsageCollector(store, clock, settings.month_grace_seconds, owns)
 
     webhooks = webhook_app = wake = forwarder = forward_wake = forward_client = reconciler = None
     if settings.webhooks_enabled:
@@ -181,7 +181,7 @@ def build(
         return (store.version + (webhooks.version if webhooks is not None else 0)
                 + (reconciler.version if reconciler is not None else 0))
 
-    exposition = Exposition(data, metrics.registry, version)
+    exposition = Exposition(data, metrics.registry, version, usage=usage)
     exporter = Exporter(settings, clock, store, metrics, exposition,
                         metrics_app(exposition, lambda: False, mode), http_client, ledger, api,
                         poller, webhooks, webhook_app, wake, forwarder, forward_wake,

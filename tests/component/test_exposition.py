@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.clock import FakeClock
 from exporter.collector import UsageCollector
 from exporter.domain import Balance, Channel, MessageTotal, MonthUsage
-from exporter.exposition import Exposition
+from exporter.exposition import Exposition, om_latest
 from exporter.http import ScrapeAuth, metrics_app
 from exporter.selfmetrics import SelfMetrics
 from exporter.store import Store
@@ -30,10 +30,12 @@ def setup(tmp_path, ready=True):
         ("mystery_category", "regular"): MessageTotal(2, Decimal("0.5")),
     })}, DEC + 3600.0, keep_from=0)
     store.put_partner_balances([Balance(Decimal("100.45"), "EUR")], DEC)
-    data = CollectorRegistry(auto_describe=False)
-    data.register(UsageCollector(store, FakeClock(DEC + 7200), 1800, lambda ch: True))
+    usage = UsageCollector(store, FakeClock(DEC + 7200), 1800, lambda ch: True)
+    data = CollectorRegistry(auto_describe=False)  # the oracle: prometheus-client's rendering
+    data.register(usage)
     own = SelfMetrics()
-    exposition = Exposition(data, own.registry, lambda: store.version)
+    exposition = Exposition(CollectorRegistry(auto_describe=False), own.registry,
+                            lambda: store.version, usage=usage)
     return store, data, own, exposition, metrics_app(exposition, lambda: ready, "test")
 
 
@@ -43,11 +45,19 @@ async def get(app, path="/metrics", **headers):
 
 
 async def test_plain_body_equals_prometheus_client_rendering(tmp_path):
-    """The cached text is exactly what generate_latest renders for the same registries."""
-    _, data, own, _, app = setup(tmp_path)
+    """The per-channel rendering is exactly what generate_latest renders for the same data,
+    before and after a channel changes, and in OpenMetrics too."""
+    store, data, own, _, app = setup(tmp_path)
+    r = await get(app, **{"Accept-Encoding": "identity"})
+    assert r.content == generate_latest(data) + generate_latest(own.registry)
+    store.set_discovery([], [CH, Channel("ch_2", "cl_1", "wa_1", "1049", "+49152",
+                                         'Sales "EU"\\n', "ready")])
+    store.put_channel_balance("ch_2", Balance(Decimal("3.5"), "EUR"), DEC)
     r = await get(app, **{"Accept-Encoding": "identity"})
     assert r.content == generate_latest(data) + generate_latest(own.registry)
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    r = await get(app, Accept="application/openmetrics-text; version=1.0.0")
+    assert r.content == om_latest(data).removesuffix(b"# EOF\n") + om_latest(own.registry)
 
 
 async def test_gzip_is_one_stream_any_reader_can_decode(tmp_path):
