@@ -178,3 +178,22 @@ def prometheus(tmp_path: Path) -> Iterator[object]:
     yield start
     for p in started:
         p.stop()
+
+
+def assert_matches_truth(sim_url: str, channel_id: str, fetched_at: float,
+                         got: dict[tuple[str, str], float]) -> None:
+    """The exporter's message counters for a channel equal the simulator's truth at the moment
+    it answered. That moment lies between the exporter's fetch time and the end of that second
+    (the request asks for data up to `end_date = int(now)`, inclusive to the second), so each
+    counter must lie between the truth at those two instants."""
+    bounds = []
+    for at in (fetched_at, int(fetched_at) + 1):
+        truth = httpx.get(sim_url + "/_sim/truth",
+                          params={"channel_id": channel_id, "at": at}).json()
+        bounds.append({(m["category"], m["pricing_type"]): float(m["volume"])
+                       for m in truth["messages"]})
+    low, high = bounds
+    got = {k: v for k, v in got.items() if v}
+    assert set(got) <= set(high), channel_id
+    for key in high:
+        assert low.get(key, 0.0) <= got.get(key, 0.0) <= high[key], (channel_id, key, got, low)
