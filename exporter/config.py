@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -183,12 +184,13 @@ class Settings(BaseSettings):
 
     @field_validator("api_url", "webhook_forward_url")
     @classmethod
-    def _check_url(cls, value: str | None) -> str | None:
+    def _check_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError(f"must be an http(s) URL, got {value!r}")
-        return value.rstrip("/") if value.count("/") <= 3 else value
+        # The API base gets paths appended; the forward URL is the user's, used as given.
+        return value.rstrip("/") if info.field_name == "api_url" else value
 
     @field_validator("webhook_rate_card")
     @classmethod

@@ -109,3 +109,13 @@ def test_a_broken_rate_card_names_the_setting_and_the_entry(monkeypatch, tmp_pat
     with pytest.raises(ConfigError, match=r"D360_WEBHOOK_RATE_CARD: .*card.toml: "
                                           r"markets.DE.marketing"):
         load_settings()
+
+
+def test_the_api_base_loses_its_trailing_slash_the_forward_url_is_kept(monkeypatch):
+    """Paths are appended to the API base; the application's URL is used exactly as given."""
+    monkeypatch.setenv("D360_API_URL", "https://hub.example.test/api/v2/")
+    monkeypatch.setenv("D360_WEBHOOK_SECRET", "s")
+    monkeypatch.setenv("D360_WEBHOOK_FORWARD_URL", "https://app.example.test/hook/")
+    settings = load_settings()
+    assert settings.api_url == "https://hub.example.test/api/v2"
+    assert settings.webhook_forward_url == "https://app.example.test/hook/"
