@@ -66,8 +66,7 @@ def sample_lines(name: str, samples: Samples) -> bytes:
 
 def header(spec: Family, openmetrics: bool) -> bytes:
     if openmetrics:
-        doc = spec.doc.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-        return f"# HELP {spec.name} {doc}\n# TYPE {spec.name} {spec.kind}\n".encode()
+        return f"# HELP {spec.name} {_escape(spec.doc)}\n# TYPE {spec.name} {spec.kind}\n".encode()
     name = spec.sample_name
     kind = "gauge" if spec.kind == "info" else spec.kind
     doc = spec.doc.replace("\\", "\\\\").replace("\n", "\\n")

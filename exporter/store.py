@@ -8,9 +8,10 @@ last known numbers are served before the first poll.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -222,19 +223,20 @@ class Store:
             else:
                 self.partner_balances.append(balance)
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+    def _tx(self) -> contextlib.AbstractContextManager[None]:
+        return transaction(self._db)
 
 
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection, *, immediate: bool = False) -> Iterator[None]:
+    """One transaction on an autocommit connection; `immediate` takes the write lock at once."""
+    db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _dump_usage(u: MonthUsage) -> str:

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +24,7 @@ import structlog
 
 from exporter.labels import CATEGORIES, DIRECTIONS, OTHER, PRICING_TYPES, bounded
 from exporter.scheduler import month_start
+from exporter.store import transaction
 from exporter.webhooks.outbox import Outbox
 from exporter.webhooks.parser import CallEvent, Event, StatusEvent, parse
 from exporter.webhooks.ratecard import RateCard
@@ -228,15 +229,8 @@ class WebhookState:
             tally[0] += messages
             tally[1] += cost
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+        return transaction(self._db, immediate=True)
 
     def _seen(self, key: str, now: float) -> bool:
         """True if the key was seen before; records it otherwise (inside the transaction)."""
