@@ -69,3 +69,25 @@ async def test_a_kept_alive_connection_gets_the_same_deadline_per_request(server
     await closed_after(reader, 5)
     assert time.monotonic() - started < 1.5
     writer.close()
+
+
+async def test_an_endless_request_head_is_refused(server):
+    """httptools buffers a head of any size; past MAX_HEAD_BYTES the server answers 431 and
+    closes, while a normal request with a body larger than that limit is served."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    with contextlib.suppress(ConnectionError):
+        for _ in range(serving.MAX_HEAD_BYTES // 1000 + 2):
+            writer.write(b"X-Filler: " + b"a" * 988 + b"\r\n")
+            await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=5)
+    assert answer.startswith(b"HTTP/1.1 431")
+    writer.close()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    body = b"b" * (2 * serving.MAX_HEAD_BYTES)
+    writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=5)
+    assert head.startswith(b"HTTP/1.1 405")  # served (the route takes GET only), not refused
+    writer.close()
