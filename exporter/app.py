@@ -245,6 +245,16 @@ async def process_webhooks(exporter: Exporter) -> None:
             await asyncio.wait_for(wake.wait(), timeout=1.0)
 
 
+async def refresh_exposition(exposition: Exposition) -> None:
+    """Render what changed every second, off the scrape path (see Exposition.refresh)."""
+    while True:
+        await asyncio.sleep(1.0)
+        try:
+            exposition.refresh()
+        except Exception:
+            log.exception("exposition_refresh_failed")  # the scrape renders it instead
+
+
 def _budget_use(poller: Poller, ledger: Ledger, clock: Clock) -> list[tuple[str, str, float]]:
     from exporter import budget  # noqa: PLC0415 - kept local: only the scrape path needs it
 
@@ -283,7 +293,7 @@ async def serve(settings: Settings) -> None:
         mode = "webhook-only: counting webhooks, no Partner API polling"
     exporter = build(settings, mode=mode)
     servers = [(embedded_server(exporter.http_app), bind_socket(*settings.listen))]
-    tasks: list[asyncio.Task[None]] = []
+    tasks = [asyncio.create_task(refresh_exposition(exporter.exposition), name="exposition")]
     if exporter.poller is not None:
         tasks.append(asyncio.create_task(exporter.poller.run(), name="poller"))
     if exporter.webhook_app is not None:

@@ -48,6 +48,8 @@ class ChannelUsage:
     months: dict[int, MonthUsage]  # month_start -> usage; the reporting month and the one before
     fetched_at: float
 
+JOURNAL_LIMIT = 65_536  # writes remembered; a reader further behind looks at every channel
+
 
 class Store:
     def __init__(self, path: Path | str) -> None:
@@ -63,6 +65,11 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"D360_STATE_PATH: cannot use {path}: {exc}") from None
         self.version = 0  # bumped on every change the collector can see
+        # Bumped when the set of channels, or the view as a whole, changes; between bumps the
+        # journal names each channel whose data was written, so a renderer redoes only those.
+        self.layout = 0
+        self._journal: list[str] = []
+        self._journal_start = 0  # the cursor of _journal[0]
         self.clients: dict[str, Client] = {}
         self.channels: dict[str, Channel] = {}
         self.usage: dict[str, ChannelUsage] = {}
@@ -88,6 +95,23 @@ class Store:
     def touch(self) -> None:
         """Mark the view changed without new data (e.g. the reporting month moved on)."""
         self.version += 1
+        self.layout += 1
+
+    def _channel_written(self, channel_id: str) -> None:
+        self.version += 1
+        self._journal.append(channel_id)
+        if len(self._journal) > JOURNAL_LIMIT:
+            drop = len(self._journal) // 2
+            del self._journal[:drop]
+            self._journal_start += drop
+
+    def written_since(self, cursor: int) -> tuple[int, list[str] | None]:
+        """The channels written since `cursor` (0, or what the last call returned) and the new
+        cursor; None when the journal no longer reaches back that far: look at every channel."""
+        end = self._journal_start + len(self._journal)
+        if cursor < self._journal_start:
+            return end, None
+        return end, self._journal[cursor - self._journal_start:]
 
     # -- meta ------------------------------------------------------------------------------------
 
@@ -151,6 +175,7 @@ class Store:
         for client_id in set(self.client_balances) - set(new_clients):
             del self.client_balances[client_id]
         self.version += 1
+        self.layout += 1
         return gone
 
     # -- usage and balances ----------------------------------------------------------------------
@@ -173,12 +198,12 @@ class Store:
                 "UPDATE usage SET fetched_at=? WHERE channel_id=?", (fetched_at, channel_id)
             )
         self.usage[channel_id] = ChannelUsage(merged, fetched_at)
-        self.version += 1
+        self._channel_written(channel_id)
 
     def put_channel_balance(self, channel_id: str, balance: Balance, fetched_at: float) -> None:
         self._put_balances("channel", channel_id, [balance], fetched_at)
         self.channel_balances[channel_id] = balance
-        self.version += 1
+        self._channel_written(channel_id)
 
     def put_client_balance(self, client_id: str, balance: Balance, fetched_at: float) -> None:
         self._put_balances("client", client_id, [balance], fetched_at)

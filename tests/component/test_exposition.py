@@ -149,3 +149,70 @@ async def test_each_format_is_rendered_only_when_asked_for(tmp_path):
     for _ in range(2):
         await get(app, Accept="application/openmetrics-text; version=1.0.0")
     assert exposition.renders == 2
+
+
+def fleet_setup(tmp_path, n=100):
+    """`n` channels over several blocks, each with usage and a balance."""
+    store = Store(tmp_path / "f.sqlite3")
+    channels = [Channel(f"ch_{i:03d}", "cl_1", f"wa_{i % 7}", "1049", f"+49151{i}",
+                        f'Line "{i}"\\', "ready") for i in range(n)]
+    store.set_discovery([], channels)
+    for i, ch in enumerate(channels):
+        store.put_usage(ch.id, {DEC: MonthUsage(DEC, "USD", {
+            ("marketing", "regular"): MessageTotal(i, Decimal(i) / 7)})}, DEC + i, keep_from=0)
+        store.put_channel_balance(ch.id, Balance(Decimal(i), "EUR"), DEC)
+    clock = FakeClock(DEC + 7200)
+    usage = UsageCollector(store, clock, 1800, lambda ch: True)
+    oracle = CollectorRegistry(auto_describe=False)
+    oracle.register(usage)
+    exposition = Exposition(CollectorRegistry(auto_describe=False), CollectorRegistry(),
+                            lambda: store.version, usage=usage)
+    return store, clock, oracle, exposition
+
+
+def check_against_oracle(exposition, oracle):
+    plain, _ = exposition.body(openmetrics=False, compress=False)
+    assert plain == generate_latest(oracle)
+    gz, _ = exposition.body(openmetrics=False, compress=True)
+    single = zlib.decompressobj(31)
+    assert single.decompress(gz) == plain
+    assert single.eof and single.unused_data == b""
+    om, _ = exposition.body(openmetrics=True, compress=False)
+    assert om == om_latest(oracle)  # the own registry is empty: its part is "# EOF"
+
+
+def test_a_change_re_renders_one_channel_and_one_block(tmp_path):
+    """Across several blocks, a written channel re-renders itself and re-joins its block only,
+    and every format (gzip built from blocks deflated apart) still equals the oracle."""
+    store, _, oracle, exposition = fleet_setup(tmp_path)
+    check_against_oracle(exposition, oracle)
+    renderer = exposition._usage
+    rendered, joined = renderer.rendered_channels, renderer.joined_blocks
+    store.put_usage("ch_050", {DEC: MonthUsage(DEC, "USD", {
+        ("utility", "regular"): MessageTotal(99_999, Decimal("1234.5"))})}, DEC + 99, keep_from=0)
+    exposition.refresh()  # renders and deflates the change between scrapes, as the app does
+    assert (renderer.rendered_channels, renderer.joined_blocks) == (rendered + 1, joined + 1)
+    check_against_oracle(exposition, oracle)
+    store.put_channel_balance("ch_099", Balance(Decimal("-3.25"), "USD"), DEC)
+    check_against_oracle(exposition, oracle)
+    assert (renderer.rendered_channels, renderer.joined_blocks) == (rendered + 2, joined + 2)
+
+
+def test_new_channels_a_new_month_and_a_lost_journal_render_everything_anew(tmp_path,
+                                                                            monkeypatch):
+    """What the journal cannot tell (discovery, the month moving on, a reader left behind
+    by more writes than the journal keeps) falls back to looking at every channel."""
+    import exporter.store as store_module
+
+    store, clock, oracle, exposition = fleet_setup(tmp_path)
+    check_against_oracle(exposition, oracle)
+    store.set_discovery([], [*store.channels.values(),
+                             Channel("ch_0005", "cl_1", "wa_1", "1049", "+4915", "New", "ready")])
+    check_against_oracle(exposition, oracle)
+    clock.set(DEC + 40 * 86_400)  # January: December's counters leave the view
+    store.touch()  # as the poller does when the reporting month switches
+    check_against_oracle(exposition, oracle)
+    monkeypatch.setattr(store_module, "JOURNAL_LIMIT", 8)
+    for i in range(20):
+        store.put_channel_balance(f"ch_{i:03d}", Balance(Decimal(i + 1000), "EUR"), DEC)
+    check_against_oracle(exposition, oracle)
