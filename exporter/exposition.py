@@ -166,10 +166,10 @@ class UsageRenderer:
         background refresh does, so that a gzip scrape finds little left to compress)."""
         c = self._collector
         store, month = c.store, c.month()
-        cursor, written = store.written_since(self._cursor)
+        cursor, written = store.journal.since(self._cursor)
         self._cursor = cursor
-        if written is None or self._seen != (store.layout, month):
-            self._seen = (store.layout, month)
+        if written is None or self._seen != (store.journal.layout, month):
+            self._seen = (store.journal.layout, month)
             fresh = self._full(month)
         else:
             fresh = self._changed(set(written), month)

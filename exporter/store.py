@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.domain import Balance, CallTotal, Channel, Client, MessageTotal, MonthUsage
+from exporter.journal import Journal
 
 SCHEMA_VERSION = 1
 
@@ -48,8 +49,6 @@ class ChannelUsage:
     months: dict[int, MonthUsage]  # month_start -> usage; the reporting month and the one before
     fetched_at: float
 
-JOURNAL_LIMIT = 65_536  # writes remembered; a reader further behind looks at every channel
-
 
 class Store:
     def __init__(self, path: Path | str) -> None:
@@ -65,11 +64,9 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"D360_STATE_PATH: cannot use {path}: {exc}") from None
         self.version = 0  # bumped on every change the collector can see
-        # Bumped when the set of channels, or the view as a whole, changes; between bumps the
-        # journal names each channel whose data was written, so a renderer redoes only those.
-        self.layout = 0
-        self._journal: list[str] = []
-        self._journal_start = 0  # the cursor of _journal[0]
+        # Names each channel whose data was written, so a renderer redoes only those; its
+        # layout moves when the set of channels, or the view as a whole, changes.
+        self.journal = Journal()
         self.clients: dict[str, Client] = {}
         self.channels: dict[str, Channel] = {}
         self.usage: dict[str, ChannelUsage] = {}
@@ -95,23 +92,11 @@ class Store:
     def touch(self) -> None:
         """Mark the view changed without new data (e.g. the reporting month moved on)."""
         self.version += 1
-        self.layout += 1
+        self.journal.relayout()
 
     def _channel_written(self, channel_id: str) -> None:
         self.version += 1
-        self._journal.append(channel_id)
-        if len(self._journal) > JOURNAL_LIMIT:
-            drop = len(self._journal) // 2
-            del self._journal[:drop]
-            self._journal_start += drop
-
-    def written_since(self, cursor: int) -> tuple[int, list[str] | None]:
-        """The channels written since `cursor` (0, or what the last call returned) and the new
-        cursor; None when the journal no longer reaches back that far: look at every channel."""
-        end = self._journal_start + len(self._journal)
-        if cursor < self._journal_start:
-            return end, None
-        return end, self._journal[cursor - self._journal_start:]
+        self.journal.written(channel_id)
 
     # -- meta ------------------------------------------------------------------------------------
 
@@ -175,7 +160,7 @@ class Store:
         for client_id in set(self.client_balances) - set(new_clients):
             del self.client_balances[client_id]
         self.version += 1
-        self.layout += 1
+        self.journal.relayout()
         return gone
 
     # -- usage and balances ----------------------------------------------------------------------

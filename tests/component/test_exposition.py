@@ -10,6 +10,7 @@ from decimal import Decimal
 import httpx
 from prometheus_client import CollectorRegistry, generate_latest
 
+from exporter import journal
 from exporter.clock import FakeClock
 from exporter.collector import UsageCollector
 from exporter.domain import Balance, Channel, MessageTotal, MonthUsage
@@ -176,7 +177,8 @@ def check_against_oracle(exposition, oracle):
     gz, _ = exposition.body(openmetrics=False, compress=True)
     single = zlib.decompressobj(31)
     assert single.decompress(gz) == plain
-    assert single.eof and single.unused_data == b""
+    assert single.eof
+    assert single.unused_data == b""
     om, _ = exposition.body(openmetrics=True, compress=False)
     assert om == om_latest(oracle)  # the own registry is empty: its part is "# EOF"
 
@@ -202,8 +204,6 @@ def test_new_channels_a_new_month_and_a_lost_journal_render_everything_anew(tmp_
                                                                             monkeypatch):
     """What the journal cannot tell (discovery, the month moving on, a reader left behind
     by more writes than the journal keeps) falls back to looking at every channel."""
-    import exporter.store as store_module
-
     store, clock, oracle, exposition = fleet_setup(tmp_path)
     check_against_oracle(exposition, oracle)
     store.set_discovery([], [*store.channels.values(),
@@ -212,7 +212,7 @@ def test_new_channels_a_new_month_and_a_lost_journal_render_everything_anew(tmp_
     clock.set(DEC + 40 * 86_400)  # January: December's counters leave the view
     store.touch()  # as the poller does when the reporting month switches
     check_against_oracle(exposition, oracle)
-    monkeypatch.setattr(store_module, "JOURNAL_LIMIT", 8)
+    monkeypatch.setattr(journal, "JOURNAL_LIMIT", 8)
     for i in range(20):
         store.put_channel_balance(f"ch_{i:03d}", Balance(Decimal(i + 1000), "EUR"), DEC)
     check_against_oracle(exposition, oracle)
