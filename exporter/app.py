@@ -13,6 +13,7 @@ import socket
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import structlog
@@ -26,7 +27,7 @@ from exporter.clock import Clock, SystemClock, to_ms
 from exporter.collector import UsageCollector
 from exporter.config import Settings
 from exporter.domain import Channel
-from exporter.exposition import Exposition
+from exporter.exposition import Exposition, Fragments
 from exporter.http import ScrapeAuth, metrics_app
 from exporter.poller import Poller, ShardBudgets
 from exporter.reconcile import Reconciler, ReconciliationCollector
@@ -117,6 +118,7 @@ def build(
         metrics.add(PlanCollector(lambda: _budget_use(poller, ledger, clock),
                                   poller.waba_intervals))
     usage = UsageCollector(store, clock, settings.month_grace_seconds, owns)
+    parts: list[Fragments[Any]] = [usage]
 
     webhooks = webhook_app = wake = forwarder = forward_wake = forward_client = reconciler = None
     if settings.webhooks_enabled:
@@ -130,7 +132,7 @@ def build(
             rate_card=card,
             forwarding=forwarding,
         )
-        data.register(WebhookCollector(webhooks))
+        parts.append(WebhookCollector(webhooks))
         if poller is not None:
             reconciler = Reconciler(
                 store, webhooks, clock, month_grace=settings.month_grace_seconds,
@@ -181,7 +183,7 @@ def build(
         return (store.version + (webhooks.version if webhooks is not None else 0)
                 + (reconciler.version if reconciler is not None else 0))
 
-    exposition = Exposition(data, metrics.registry, version, usage=usage)
+    exposition = Exposition(data, metrics.registry, version, parts=parts)
     exporter = Exporter(settings, clock, store, metrics, exposition,
                         metrics_app(exposition, lambda: False, mode), http_client, ledger, api,
                         poller, webhooks, webhook_app, wake, forwarder, forward_wake,

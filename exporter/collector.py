@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from exporter.clock import Clock
 from exporter.domain import Balance, Channel, MonthUsage
+from exporter.journal import Journal
 from exporter.labels import CATEGORIES, DIRECTIONS, PRICING_TYPES, bounded
 from exporter.scheduler import reporting_month
 from exporter.store import ChannelUsage, Store
@@ -160,6 +161,29 @@ class UsageCollector(Collector):
         return [ch for ch in sorted(self.store.channels.values(), key=lambda c: c.id)
                 if self.owns(ch)]
 
+    # As the exposition's per-channel renderer sees it (`exposition.Fragments`).
+
+    families = CHANNEL_FAMILIES
+
+    @property
+    def journal(self) -> Journal[str]:
+        return self.store.journal
+
+    def view(self) -> object:
+        return self.month()
+
+    def keys(self) -> list[str]:
+        return [ch.id for ch in self.channels()]
+
+    def samples(self, key: str) -> tuple[Samples, ...]:
+        store = self.store
+        return channel_samples(store.channels[key], store.usage.get(key),
+                               store.channel_balances.get(key), self.month())
+
+    def tail(self) -> list[tuple[Family, Samples]]:
+        clients, partner = balance_samples(self.store)
+        return [(CLIENT_BALANCE, clients), (PARTNER_BALANCE, partner)]
+
     def collect(self) -> Iterator[Metric]:
         store, month = self.store, self.month()
         per_family: list[Samples] = [[] for _ in CHANNEL_FAMILIES]
@@ -170,6 +194,5 @@ class UsageCollector(Collector):
                 acc.extend(samples)
         for spec, samples in zip(CHANNEL_FAMILIES, per_family, strict=True):
             yield family(spec, samples)
-        clients, partner = balance_samples(store)
-        yield family(CLIENT_BALANCE, clients)
-        yield family(PARTNER_BALANCE, partner)
+        for spec, samples in self.tail():
+            yield family(spec, samples)

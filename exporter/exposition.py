@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import generate_latest as text_latest
@@ -24,21 +24,13 @@ from prometheus_client.openmetrics.exposition import generate_latest as _om_late
 from prometheus_client.utils import floatToGoString as _untyped_go_float
 from zlib_ng import zlib_ng
 
-from exporter.collector import (
-    CHANNEL_FAMILIES,
-    CLIENT_BALANCE,
-    PARTNER_BALANCE,
-    Family,
-    Samples,
-    UsageCollector,
-    balance_samples,
-    channel_samples,
-)
-from exporter.domain import Channel
+from exporter.collector import Family, Samples
+from exporter.journal import Journal
 
 TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 _EOF = b"# EOF\n"
+K = TypeVar("K")
 
 
 def om_latest(registry: CollectorRegistry) -> bytes:
@@ -128,120 +120,117 @@ class Piece:
         return self._deflated
 
 
-@dataclass(frozen=True, slots=True)
-class _Fragment:
-    # What it was rendered from, held so that the identity checks below stay valid.
-    sources: tuple[Any, ...]
-    lines: tuple[bytes, ...]  # one per CHANNEL_FAMILIES entry
+class Fragments(Protocol[K]):
+    """A large part of the body, one fragment of sample lines per key (a channel), for a
+    `BlockRenderer`. Its journal names the keys written since a reader last looked."""
+
+    @property
+    def journal(self) -> Journal[K]: ...
+
+    @property
+    def families(self) -> Sequence[Family]: ...
+
+    def view(self) -> object:
+        """What every fragment depends on besides its key's own data (e.g. the month)."""
+        ...
+
+    def keys(self) -> list[K]:
+        """The keys in exposition order."""
+        ...
+
+    def samples(self, key: K) -> Sequence[Samples]:
+        """One list per family."""
+        ...
+
+    def tail(self) -> list[tuple[Family, Samples]]:
+        """Small families after the per-key ones, rendered whole each time."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class _Block:
-    fragments: tuple[_Fragment, ...]
-    pieces: tuple[Piece, ...]  # per CHANNEL_FAMILIES entry: these channels' lines, joined
+    fragments: tuple[tuple[bytes, ...], ...]
+    pieces: tuple[Piece, ...]  # per family: these keys' lines, joined
 
 
-class UsageRenderer:
-    """The usage part at fleet scale: each channel's lines are rendered once and kept until
-    that channel's data changes; blocks of channels are joined (and deflated) once and kept
-    until one of their channels changes. The store's journal names the channels written since
-    the last look, so a change costs its own channel and block, not a walk over the fleet.
-    Equal byte for byte to prometheus-client's rendering of `UsageCollector`, which the tests
-    use as the oracle."""
+class BlockRenderer(Generic[K]):
+    """A part at fleet scale: each key's lines are rendered once and kept until the journal
+    names that key; blocks of keys are joined (and deflated) once and kept until one of their
+    keys changes, so a change costs its own key and block, not a walk over the fleet. Equal
+    byte for byte to prometheus-client's rendering of the same samples (the tests check)."""
 
-    def __init__(self, collector: UsageCollector) -> None:
-        self._collector = collector
-        self._fragments: dict[str, _Fragment] = {}
-        self._order: list[str] = []  # exposed channel ids, in exposition order
-        self._block_of: dict[str, int] = {}
+    def __init__(self, source: Fragments[K]) -> None:
+        self._source = source
+        self._fragments: dict[K, tuple[bytes, ...]] = {}
+        self._order: list[K] = []
+        self._block_of: dict[K, int] = {}
         self._blocks: list[_Block] = []
-        self._seen: tuple[int, int] | None = None  # (store layout, month) of the blocks
+        self._seen: tuple[int, object] | None = None  # (journal layout, view) of the blocks
         self._cursor = 0
         self._headers: dict[tuple[str, bool], Piece] = {}
-        self.rendered_channels = 0
+        self.rendered_keys = 0
         self.joined_blocks = 0
 
     def update(self, *, deflate: bool = False) -> None:
-        """Bring the blocks up to date with the store; deflate new blocks now if asked (a
-        background refresh does, so that a gzip scrape finds little left to compress)."""
-        c = self._collector
-        store, month = c.store, c.month()
-        cursor, written = store.journal.since(self._cursor)
-        self._cursor = cursor
-        if written is None or self._seen != (store.journal.layout, month):
-            self._seen = (store.journal.layout, month)
-            fresh = self._full(month)
+        """Bring the blocks up to date; deflate new blocks now if asked (a background refresh
+        does, so that a gzip scrape finds little left to compress)."""
+        source = self._source
+        self._cursor, written = source.journal.since(self._cursor)
+        seen = (source.journal.layout, source.view())
+        if written is None or self._seen is None or seen[1] != self._seen[1]:
+            self._fragments = {}  # nothing is known to be current
+            written = None
         else:
-            fresh = self._changed(set(written), month)
+            for key in written:
+                self._fragments.pop(key, None)
+        count = len(self._order)
+        if written is None or seen != self._seen:
+            self._seen = seen
+            self._order = source.keys()
+            self._block_of = {key: i // BLOCK_CHANNELS for i, key in enumerate(self._order)}
+            count = (len(self._order) + BLOCK_CHANNELS - 1) // BLOCK_CHANNELS
+            check: Iterable[int] = range(count)  # blocks whose keys did not move stay as they are
+        else:
+            count = len(self._blocks)
+            check = {self._block_of[key] for key in written if key in self._block_of}
+        blocks: list[_Block | None] = [*self._blocks[:count],
+                                       *[None] * (count - len(self._blocks))]
+        fresh = []
+        for index in check:
+            group = tuple(self._fragment(key) for key in
+                          self._order[index * BLOCK_CHANNELS:(index + 1) * BLOCK_CHANNELS])
+            block = blocks[index]
+            if block is None or len(block.fragments) != len(group) or not all(
+                    a is b for a, b in zip(block.fragments, group, strict=True)):
+                blocks[index] = block = self._join(group)
+                fresh.append(block)
+        self._blocks = [block for block in blocks if block is not None]
         if deflate:
             for block in fresh:
                 for piece in block.pieces:
                     piece.deflated()
 
-    def _fragment(self, ch: Channel, month: int) -> _Fragment:
-        store = self._collector.store
-        usage, balance = store.usage.get(ch.id), store.channel_balances.get(ch.id)
-        sources = (ch, usage, balance, month)
-        old = self._fragments.get(ch.id)
-        if old is not None and _same(old.sources, sources):
-            return old
-        self.rendered_channels += 1
-        return _Fragment(sources, tuple(
-            sample_lines(spec.sample_name, samples) for spec, samples in zip(
-                CHANNEL_FAMILIES, channel_samples(ch, usage, balance, month), strict=True)))
+    def _fragment(self, key: K) -> tuple[bytes, ...]:
+        lines = self._fragments.get(key)
+        if lines is None:
+            self.rendered_keys += 1
+            lines = self._fragments[key] = tuple(
+                sample_lines(spec.sample_name, samples) for spec, samples in zip(
+                    self._source.families, self._source.samples(key), strict=True))
+        return lines
 
-    def _full(self, month: int) -> list[_Block]:
-        channels = self._collector.channels()
-        self._fragments = {ch.id: self._fragment(ch, month) for ch in channels}
-        self._order = [ch.id for ch in channels]
-        self._block_of = {ch_id: i // BLOCK_CHANNELS for i, ch_id in enumerate(self._order)}
-        old, self._blocks = self._blocks, []
-        fresh = []
-        for index in range((len(self._order) + BLOCK_CHANNELS - 1) // BLOCK_CHANNELS):
-            group = self._group(index)
-            block = old[index] if index < len(old) else None
-            if block is None or len(block.fragments) != len(group) or not all(
-                    a is b for a, b in zip(block.fragments, group, strict=True)):
-                block = self._join(group)
-                fresh.append(block)
-            self._blocks.append(block)
-        return fresh
-
-    def _changed(self, written: set[str], month: int) -> list[_Block]:
-        store = self._collector.store
-        dirty = set()
-        for ch_id in written:
-            index = self._block_of.get(ch_id)
-            ch = store.channels.get(ch_id)
-            if index is None or ch is None:
-                continue  # not exposed here
-            fragment = self._fragment(ch, month)
-            if fragment is not self._fragments[ch_id]:
-                self._fragments[ch_id] = fragment
-                dirty.add(index)
-        fresh = []
-        for index in dirty:
-            self._blocks[index] = block = self._join(self._group(index))
-            fresh.append(block)
-        return fresh
-
-    def _group(self, index: int) -> tuple[_Fragment, ...]:
-        ids = self._order[index * BLOCK_CHANNELS:(index + 1) * BLOCK_CHANNELS]
-        return tuple(self._fragments[ch_id] for ch_id in ids)
-
-    def _join(self, group: tuple[_Fragment, ...]) -> _Block:
+    def _join(self, group: tuple[tuple[bytes, ...], ...]) -> _Block:
         self.joined_blocks += 1
-        return _Block(group, tuple(Piece(b"".join(f.lines[i] for f in group))
-                                   for i in range(len(CHANNEL_FAMILIES))))
+        return _Block(group, tuple(Piece(b"".join(lines[i] for lines in group))
+                                   for i in range(len(self._source.families))))
 
     def render(self, openmetrics: bool) -> list[Piece]:
         self.update()
         pieces: list[Piece] = []
-        for i, spec in enumerate(CHANNEL_FAMILIES):
+        for i, spec in enumerate(self._source.families):
             pieces.append(self._header(spec, openmetrics))
             pieces.extend(block.pieces[i] for block in self._blocks)
-        clients, partner = balance_samples(self._collector.store)
-        for spec, samples in ((CLIENT_BALANCE, clients), (PARTNER_BALANCE, partner)):
+        for spec, samples in self._source.tail():
             pieces += [self._header(spec, openmetrics),
                        Piece(sample_lines(spec.sample_name, samples))]
         return pieces
@@ -252,10 +241,6 @@ class UsageRenderer:
         if piece is None:
             piece = self._headers[key] = Piece(header(spec, openmetrics))
         return piece
-
-
-def _same(a: Iterable[Any], b: Iterable[Any]) -> bool:
-    return all(x is y or x == y for x, y in zip(a, b, strict=True))
 
 
 @dataclass(slots=True)
@@ -281,11 +266,11 @@ class Exposition:
         own: CollectorRegistry,
         version: Callable[[], int],
         *,
-        usage: UsageCollector | None = None,
+        parts: Sequence[Fragments[Any]] = (),
     ) -> None:
-        """`usage` (the large part, rendered per channel) comes first; then `data`, rendered
+        """`parts` (the large ones, rendered per channel) come first; then `data`, rendered
         whole by prometheus-client (small parts); then `own`, per scrape."""
-        self._usage = UsageRenderer(usage) if usage is not None else None
+        self._parts = [BlockRenderer(part) for part in parts]
         self._data = data
         self._own = own
         self._version = version
@@ -294,17 +279,18 @@ class Exposition:
         self.renders = 0
 
     def refresh(self) -> None:
-        """Catch the usage part up with the store between scrapes (the app calls this every
+        """Catch the large parts up with their data between scrapes (the app calls this every
         second or so), so a scrape has at most a second's changes left to render. Nothing
         before the first scrape: nobody may ever ask."""
-        if self._usage is not None and self._asked:
-            self._usage.update(deflate=True in self._asked)
+        if self._asked:
+            for part in self._parts:
+                part.update(deflate=True in self._asked)
 
     def _rendered(self, openmetrics: bool) -> _Rendered:
         version = self._version()
         cached = self._cache.get(openmetrics)
         if cached is None or cached.version != version:
-            pieces = [] if self._usage is None else self._usage.render(openmetrics)
+            pieces = [piece for part in self._parts for piece in part.render(openmetrics)]
             pieces.append(Piece(om_latest(self._data).removesuffix(_EOF) if openmetrics
                                 else text_latest(self._data)))
             cached = self._cache[openmetrics] = _Rendered(version, pieces)

@@ -6,16 +6,21 @@ than `limit` writes is told to look at everything instead.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
 JOURNAL_LIMIT = 65_536  # writes remembered
 
 
-class Journal:
+class Journal(Generic[K]):
     def __init__(self) -> None:
         self.layout = 0  # bumped when the set of keys, or the view as a whole, changes
-        self._keys: list[str] = []
+        self._keys: list[K] = []
         self._start = 0  # the cursor of _keys[0]
 
-    def written(self, key: str) -> None:
+    def written(self, key: K) -> None:
         self._keys.append(key)
         if len(self._keys) > JOURNAL_LIMIT:
             drop = len(self._keys) // 2
@@ -25,7 +30,7 @@ class Journal:
     def relayout(self) -> None:
         self.layout += 1
 
-    def since(self, cursor: int) -> tuple[int, list[str] | None]:
+    def since(self, cursor: int) -> tuple[int, list[K] | None]:
         """The keys written since `cursor` (0, or what the last call returned) and the new
         cursor; None when the journal no longer reaches back that far: look at every key."""
         end = self._start + len(self._keys)

@@ -66,7 +66,7 @@ class Store:
         self.version = 0  # bumped on every change the collector can see
         # Names each channel whose data was written, so a renderer redoes only those; its
         # layout moves when the set of channels, or the view as a whole, changes.
-        self.journal = Journal()
+        self.journal: Journal[str] = Journal()
         self.clients: dict[str, Client] = {}
         self.channels: dict[str, Channel] = {}
         self.usage: dict[str, ChannelUsage] = {}
@@ -152,6 +152,9 @@ class Store:
             gone_clients = set(self.client_balances) - set(new_clients)
             for client_id in gone_clients:
                 self._db.execute("DELETE FROM balances WHERE scope='client' AND id=?", (client_id,))
+        for channel_id, ch in new_channels.items():
+            if self.channels.get(channel_id) != ch:
+                self.journal.written(channel_id)  # new, or its name or status changed
         self.clients, self.channels = new_clients, new_channels
         for channel_id in gone:
             self.usage.pop(channel_id, None)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exporter.collector import Family, Samples
 from exporter.webhooks.state import (
     CALL_COST,
     CALL_SECONDS,
@@ -41,8 +42,29 @@ _FAMILIES = (
 
 
 class WebhookCollector(Collector):
+    """The webhook counters per channel, for the exposition's per-channel renderer
+    (`exposition.Fragments`), and whole, for prometheus-client (the tests' oracle)."""
+
+    families = tuple(Family(name, "counter", doc) for _, name, doc, _ in _FAMILIES)
+
     def __init__(self, state: WebhookState) -> None:
         self._state = state
+        self.journal = state.journal
+
+    def view(self) -> object:
+        return None
+
+    def keys(self) -> list[tuple[str, str]]:
+        return sorted(self._state.by_channel)
+
+    def samples(self, key: tuple[str, str]) -> list[Samples]:
+        counters = self._state.by_channel[key]
+        return [[(dict(zip(names, values, strict=True)), amount)
+                 for values, amount in sorted(counters.get(metric, {}).items())]
+                for metric, _, _, names in _FAMILIES]
+
+    def tail(self) -> list[tuple[Family, Samples]]:
+        return []
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import structlog
 
+from exporter.journal import Journal
 from exporter.labels import CATEGORIES, DIRECTIONS, OTHER, PRICING_TYPES, bounded
 from exporter.scheduler import month_start
 from exporter.store import transaction
@@ -105,6 +106,10 @@ class WebhookState:
         self._card = rate_card
         self.outbox = Outbox(self._db) if forwarding else None
         self.counters: dict[str, dict[Labels, float]] = {}
+        # The same counters per (waba_id, channel_id), for the per-channel renderer; its journal
+        # names the channels counted since the renderer last looked.
+        self.by_channel: dict[tuple[str, str], dict[str, dict[Labels, float]]] = {}
+        self.journal: Journal[tuple[str, str]] = Journal()
         # month_start -> (waba_id, channel_id, category) -> [messages, estimated cost]
         self.months: dict[int, dict[MonthKey, list[float]]] = {}
         for month, waba, channel, category, messages, cost in self._db.execute(
@@ -126,7 +131,7 @@ class WebhookState:
         self.pending = int(self._db.execute("SELECT COUNT(*) FROM webhook_inbox").fetchone()[0])
         self.dead = int(self._db.execute("SELECT COUNT(*) FROM webhook_dead").fetchone()[0])
         for metric, labels, value in self._db.execute("SELECT * FROM webhook_counters"):
-            self.counters.setdefault(metric, {})[tuple(json.loads(labels))] = float(value)
+            self._add(metric, tuple(json.loads(labels)), float(value))
         self._unmapped = {
             labels[1] for labels in self.counters.get(STATUSES_METRIC, {})
             if labels[1].startswith("pn_")
@@ -222,12 +227,22 @@ class WebhookState:
                     (month, *key, messages, cost))
             self._db.execute("DELETE FROM webhook_inbox WHERE id=?", (row_id,))
         for (metric, labels), amount in increments.items():
-            family = self.counters.setdefault(metric, {})
-            family[labels] = family.get(labels, 0.0) + amount
+            self.journal.written(self._add(metric, labels, amount))
         for (month, key), (messages, cost) in tallies.items():
             tally = self.months.setdefault(month, {}).setdefault(key, [0.0, 0.0])
             tally[0] += messages
             tally[1] += cost
+
+    def _add(self, metric: str, labels: Labels, amount: float) -> tuple[str, str]:
+        family = self.counters.setdefault(metric, {})
+        family[labels] = value = family.get(labels, 0.0) + amount
+        key = (labels[0], labels[1])  # every family starts with waba_id, channel_id
+        channel = self.by_channel.get(key)
+        if channel is None:
+            channel = self.by_channel[key] = {}
+            self.journal.relayout()
+        channel.setdefault(metric, {})[labels] = value
+        return key
 
     def _transaction(self) -> contextlib.AbstractContextManager[None]:
         return transaction(self._db, immediate=True)

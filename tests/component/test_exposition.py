@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 import zlib
 from decimal import Decimal
 
@@ -18,6 +19,9 @@ from exporter.exposition import Exposition, om_latest
 from exporter.http import ScrapeAuth, metrics_app
 from exporter.selfmetrics import SelfMetrics
 from exporter.store import Store
+from exporter.webhooks.collector import WebhookCollector
+from exporter.webhooks.state import ChannelLabel, WebhookState
+from tests.component.webhooks_kit import status_body
 
 DEC = 1_764_547_200
 CH = Channel("ch_1", "cl_1", "wa_1", "1049", "+49151", "Support", "ready")
@@ -36,7 +40,7 @@ def setup(tmp_path, ready=True):
     data.register(usage)
     own = SelfMetrics()
     exposition = Exposition(CollectorRegistry(auto_describe=False), own.registry,
-                            lambda: store.version, usage=usage)
+                            lambda: store.version, parts=[usage])
     return store, data, own, exposition, metrics_app(exposition, lambda: ready, "test")
 
 
@@ -167,7 +171,7 @@ def fleet_setup(tmp_path, n=100):
     oracle = CollectorRegistry(auto_describe=False)
     oracle.register(usage)
     exposition = Exposition(CollectorRegistry(auto_describe=False), CollectorRegistry(),
-                            lambda: store.version, usage=usage)
+                            lambda: store.version, parts=[usage])
     return store, clock, oracle, exposition
 
 
@@ -188,26 +192,31 @@ def test_a_change_re_renders_one_channel_and_one_block(tmp_path):
     and every format (gzip built from blocks deflated apart) still equals the oracle."""
     store, _, oracle, exposition = fleet_setup(tmp_path)
     check_against_oracle(exposition, oracle)
-    renderer = exposition._usage
-    rendered, joined = renderer.rendered_channels, renderer.joined_blocks
+    renderer = exposition._parts[0]
+    rendered, joined = renderer.rendered_keys, renderer.joined_blocks
     store.put_usage("ch_050", {DEC: MonthUsage(DEC, "USD", {
         ("utility", "regular"): MessageTotal(99_999, Decimal("1234.5"))})}, DEC + 99, keep_from=0)
     exposition.refresh()  # renders and deflates the change between scrapes, as the app does
-    assert (renderer.rendered_channels, renderer.joined_blocks) == (rendered + 1, joined + 1)
+    assert (renderer.rendered_keys, renderer.joined_blocks) == (rendered + 1, joined + 1)
     check_against_oracle(exposition, oracle)
     store.put_channel_balance("ch_099", Balance(Decimal("-3.25"), "USD"), DEC)
     check_against_oracle(exposition, oracle)
-    assert (renderer.rendered_channels, renderer.joined_blocks) == (rendered + 2, joined + 2)
+    assert (renderer.rendered_keys, renderer.joined_blocks) == (rendered + 2, joined + 2)
 
 
 def test_new_channels_a_new_month_and_a_lost_journal_render_everything_anew(tmp_path,
                                                                             monkeypatch):
-    """What the journal cannot tell (discovery, the month moving on, a reader left behind
-    by more writes than the journal keeps) falls back to looking at every channel."""
+    """New and renamed channels from discovery, the month moving on, and a reader left
+    behind by more writes than the journal keeps all end up in the body as the oracle has it."""
     store, clock, oracle, exposition = fleet_setup(tmp_path)
     check_against_oracle(exposition, oracle)
     store.set_discovery([], [*store.channels.values(),
                              Channel("ch_0005", "cl_1", "wa_1", "1049", "+4915", "New", "ready")])
+    check_against_oracle(exposition, oracle)
+    renamed = [ch if ch.id != "ch_070" else Channel("ch_070", "cl_1", "wa_0", "1049", "+4915",
+                                                    "Renamed", "banned")
+               for ch in store.channels.values()]
+    store.set_discovery([], renamed)
     check_against_oracle(exposition, oracle)
     clock.set(DEC + 40 * 86_400)  # January: December's counters leave the view
     store.touch()  # as the poller does when the reporting month switches
@@ -216,3 +225,34 @@ def test_new_channels_a_new_month_and_a_lost_journal_render_everything_anew(tmp_
     for i in range(20):
         store.put_channel_balance(f"ch_{i:03d}", Balance(Decimal(i + 1000), "EUR"), DEC)
     check_against_oracle(exposition, oracle)
+
+
+def test_webhook_counters_render_per_channel_as_prometheus_client_would(tmp_path):
+    """The webhook part, kept in blocks per (waba_id, channel_id), equals prometheus-client's
+    rendering of the same counters as deliveries are counted, new channels included."""
+    numbers = {f"49151000{i:04d}": ChannelLabel(f"wa_{i % 3}", f"ch_{i:03d}") for i in range(90)}
+    state = WebhookState(tmp_path / "w.sqlite3", channel_of=numbers.get, max_unmapped_channels=5)
+    collector = WebhookCollector(state)
+    oracle = CollectorRegistry(auto_describe=False)
+    oracle.register(collector)
+    exposition = Exposition(CollectorRegistry(auto_describe=False), CollectorRegistry(),
+                            lambda: state.version, parts=[collector])
+
+    def deliver(i: int, status: str, category: str = "utility") -> None:
+        number = list(numbers)[i] if i < len(numbers) else f"3{i}"  # unknown: pn_ series
+        state.append(json.dumps(status_body(f"wamid.{i}.{category}", status, category,
+                                            number=number, pn_id=str(i))).encode(), DEC)
+        state.process_pending(DEC)
+
+    for i in range(0, 90, 2):
+        deliver(i, "sent")
+    check_against_oracle(exposition, oracle)
+    deliver(41, "delivered", "marketing")  # a new channel in the middle of the order
+    deliver(40, "read")
+    deliver(200, "sent")  # unmapped
+    check_against_oracle(exposition, oracle)
+    renderer = exposition._parts[0]
+    joined = renderer.joined_blocks
+    deliver(88, "delivered")
+    check_against_oracle(exposition, oracle)
+    assert renderer.joined_blocks == joined + 1
