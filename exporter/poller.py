@@ -30,12 +30,15 @@ from exporter.domain import Channel, MonthUsage, never_lower
 from exporter.scheduler import (
     ChannelPlan,
     PlanParams,
+    WabaSlots,
     close_out_time,
     day_start,
     initial_phase,
     month_start,
     plan_waba,
     reporting_month,
+    slot_params,
+    waba_bound,
 )
 from exporter.selfmetrics import SelfMetrics
 from exporter.store import Store
@@ -49,6 +52,7 @@ CLIENT_BALANCE = "client_balance"
 PARTNER_BALANCE = "partner_balance"
 DISCOVERY = "discovery"
 CLOSE_OUT = "close_out"  # an extra usage poll after a UTC day ends, only where budget has room
+SLOT = "slot"  # a usage call of a WABA whose own budget binds; which channel, WabaSlots decides
 
 TaskKey = tuple[str, str]  # (task kind, id)
 
@@ -177,11 +181,9 @@ class Poller:
         self._idle: set[str] = set()
         self._unchanged: dict[str, int] = defaultdict(int)
         self._last_volume: dict[str, int] = {}
-        # WABAs whose own budget binds get a pacer: one call per `spacing`, so per-channel
-        # timers that drift together (replans, restarts, close-outs) queue instead of bursting.
-        self._waba_spacing: dict[str, float] = {}
-        self._waba_next: dict[str, float] = {}
-        self._planned: dict[TaskKey, float] = {}  # a paced task's phase, kept through delays
+        # WABAs whose own budget binds poll on a slot grid instead of per-channel timers (which
+        # drift together and burst): one call per slot, given to a channel by stride scheduling.
+        self._slots: dict[str, WabaSlots] = {}
         self._waba_labels: dict[str, str] = {}  # 360dialog WABA id -> the waba_id label
         self._clients: list[str] = []
         self._next_prune = clock.now()
@@ -241,38 +243,39 @@ class Poller:
         known = set(self.plans)
         self._wabas = dict(wabas)
         self.plans = {}
-        self._waba_spacing = {}
-        for waba, ids in self._wabas.items():
+        for ids in self._wabas.values():
             self.plans.update(plan_waba(ids, self._idle, self._params))
-            self._set_pacer(waba, ids)
         for gone in known - set(self.plans):
             for kind in (USAGE, BALANCE, CLOSE_OUT):
                 self._unschedule((kind, gone))
-                self._planned.pop((kind, gone), None)
             self._idle.discard(gone)
-        for ids in self._wabas.values():
+        for waba in set(self._slots) - set(self._wabas):
+            del self._slots[waba]
+            self._unschedule((SLOT, waba))
+        for w_index, (waba, ids) in enumerate(self._wabas.items()):
+            if waba_bound(len(ids), self._params):
+                self._use_slots(waba, ids, now + initial_phase(
+                    w_index, len(self._wabas), slot_params(len(ids), self._params).spacing))
+            elif self._slots.pop(waba, None) is not None:
+                self._unschedule((SLOT, waba))
             for index, ch_id in enumerate(ids):
-                if ch_id in known and not initial:
-                    continue
                 plan = self.plans[ch_id]
-                usage = self.store.usage.get(ch_id)
-                phase = initial_phase(index, len(ids), plan.usage_interval)
-                due = now + phase
-                if usage is not None:
-                    # Known from before a restart: resume the cadence where it was (pulling it
-                    # forward would burst). An overdue channel keeps its true, past due time,
-                    # so the most overdue goes first.
-                    due = usage.fetched_at + plan.usage_interval
-                self._schedule((USAGE, ch_id), due)
-                self._planned[(USAGE, ch_id)] = due
-                if plan.balance_interval is not None:
+                if waba not in self._slots and not self._usage_scheduled(ch_id):
+                    usage = self.store.usage.get(ch_id)
+                    due = now + initial_phase(index, len(ids), plan.usage_interval)
+                    if usage is not None:
+                        # Known from before a restart: resume the cadence where it was (pulling
+                        # it forward would burst). An overdue channel keeps its true, past due
+                        # time, so the most overdue goes first.
+                        due = usage.fetched_at + plan.usage_interval
+                    self._schedule((USAGE, ch_id), due)
+                if plan.balance_interval is not None and (ch_id not in known or initial):
                     b_phase = initial_phase(index, len(ids), plan.balance_interval)
                     b_due = now + b_phase + plan.usage_interval / 2
                     fetched = self.store.balance_fetched_at.get(("channel", ch_id))
                     if fetched is not None:
                         b_due = fetched + plan.balance_interval
                     self._schedule((BALANCE, ch_id), b_due)
-                    self._planned[(BALANCE, ch_id)] = b_due
         self._plan_clients(now)
         if self.budgets.partner_balance is not None and (PARTNER_BALANCE, "") not in self._due:
             self._schedule((PARTNER_BALANCE, ""), now)
@@ -315,31 +318,53 @@ class Poller:
         return max(self.settings.client_balance_interval_seconds,
                    per_key * shared * (1 + self.settings.safety_margin))
 
-    def _set_pacer(self, waba: str, ids: Sequence[str]) -> None:
-        usage_waba, usage_channel = self.budgets.usage_waba, self.budgets.usage_channel
-        # Exact: 20 channels x 10/h is exactly 200/h, which floats can get wrong.
-        if (len(ids) * usage_channel.count * usage_waba.window_ms
-                > usage_waba.count * usage_channel.window_ms):
-            # Half the margin: a little faster than the plan needs, so a queue drains, and
-            # still slower than the budget allows.
-            self._waba_spacing[waba] = (usage_waba.window_seconds / usage_waba.count
-                                        * (1 + self._params.margin / 2))
+    def _usage_scheduled(self, channel_id: str) -> bool:
+        return (USAGE, channel_id) in self._due or (USAGE, channel_id) in self._inflight
 
-    def _paced(self, key: TaskKey, now: float) -> bool:
-        """Hold a WABA-bound call until the WABA's pacer has room; True if held."""
-        if key[0] not in (USAGE, BALANCE) or not self._waba_spacing:
-            return False
-        ch = self.store.channels.get(key[1])
-        waba = (ch.waba_id or ch.id) if ch else ""
-        spacing = self._waba_spacing.get(waba)
-        if spacing is None:
-            return False
-        ready_at = self._waba_next.get(waba, now)
-        if ready_at > now:
-            self._schedule(key, ready_at)
-            return True
-        self._waba_next[waba] = now + spacing
-        return False
+    def _use_slots(self, waba: str, ids: Sequence[str], first_slot: float) -> None:
+        """Put a WABA-bound WABA on its slot grid (or update its channels)."""
+        params = slot_params(len(ids), self._params)
+        slots = self._slots.get(waba)
+        if slots is None:
+            slots = self._slots[waba] = WabaSlots(params, self.settings.idle_weight)
+        slots.params = params
+        fetched = {ch: u.fetched_at for ch in ids if (u := self.store.usage.get(ch))}
+        slots.set_channels(ids, self._idle, fetched)
+        for ch_id in ids:
+            self._unschedule((USAGE, ch_id))  # it had its own timer while the WABA was small
+        if (SLOT, waba) not in self._due:
+            self._schedule((SLOT, waba), first_slot)
+
+    def _slotted(self, channel_id: str) -> bool:
+        ch = self.store.channels.get(channel_id)
+        return ch is not None and (ch.waba_id or ch.id) in self._slots
+
+    def _slot(self, waba: str, due: float, now: float) -> None:
+        """A WABA's slot: the next slot is due one spacing after this one (or after now, if
+        this one ran more than a spacing late); the ledger has the last word on both scopes."""
+        slots = self._slots.get(waba)
+        if slots is None:
+            return
+        now_ms = to_ms(now)
+        waba_scope: Scope = (budget.USAGE_WABA, waba)
+        if not self.ledger.allows([waba_scope], now_ms):
+            self.metrics.deferred.labels(budget.USAGE_WABA).inc()
+            self._schedule((SLOT, waba), self.ledger.next_slot([waba_scope], now_ms) / 1000)
+            return
+        spacing = slots.params.spacing
+        self._schedule((SLOT, waba), due + spacing if now - due < spacing else now + spacing)
+
+        def may_go(ch_id: str) -> bool:
+            scopes = self._charge((USAGE, ch_id))
+            return (scopes is not None and (USAGE, ch_id) not in self._inflight
+                    and self.ledger.allows(scopes, now_ms))
+
+        ch_id = slots.take(now, may_go)
+        if ch_id is not None:
+            scopes = self._charge((USAGE, ch_id))
+            assert scopes is not None
+            self._inflight[(USAGE, ch_id)] = asyncio.create_task(
+                self._run((USAGE, ch_id), scopes))
 
     def _replan_waba(self, waba: str) -> None:
         # New intervals apply from each channel's next poll on: pulling polls forward here
@@ -392,8 +417,13 @@ class Poller:
                 break
             _, _, key = heapq.heappop(self._heap)
             del self._due[key]
+            if key[0] == SLOT:
+                self._slot(key[1], due, now)
+                continue
             if key in self._inflight:
                 continue  # it reschedules itself when it finishes
+            if key[0] == USAGE and self._slotted(key[1]):
+                continue  # its WABA's slots poll it
             scopes = self._charge(key)
             if scopes is None:
                 continue  # the channel is gone
@@ -401,8 +431,6 @@ class Poller:
                 if (USAGE, key[1]) in self._inflight or not self.ledger.allows(scopes, to_ms(now)):
                     continue  # no room: the next regular poll closes the day instead
                 self._inflight[key] = asyncio.create_task(self._run(key, scopes))
-                continue
-            if self._paced(key, now):
                 continue
             if not self.ledger.allows(scopes, to_ms(now)):
                 self._try_charge(key, scopes)  # defers and counts
@@ -458,7 +486,7 @@ class Poller:
             for index, ch_id in enumerate(ids):
                 at = close_out_time(boundary, self.settings.close_out_delay_seconds,
                                     index, len(ids))
-                if waba not in self._waba_spacing:
+                if waba not in self._slots:
                     self._schedule((CLOSE_OUT, ch_id), at)
 
     # -- tasks -----------------------------------------------------------------------------------
@@ -535,6 +563,9 @@ class Poller:
             else:
                 self._idle.discard(ch.id)
             self._replan_waba(ch.waba_id or ch.id)
+            slots = self._slots.get(ch.waba_id or ch.id)
+            if slots is not None:
+                slots.set_idle(ch.id, idle)
             self.store.set_meta("idle_channels", json.dumps(sorted(self._idle)))
             log.debug("channel_activity_changed", channel_id=ch.id, idle=idle)
 
@@ -542,12 +573,12 @@ class Poller:
         kind, id_ = key
         if kind in (USAGE, CLOSE_OUT):
             plan = self.plans.get(id_)
-            if plan is not None:
-                self._schedule_next((USAGE, id_), started, plan.usage_interval)
+            if plan is not None and not self._slotted(id_):
+                self._schedule((USAGE, id_), started + plan.usage_interval)
         elif kind == BALANCE:
             plan = self.plans.get(id_)
             if plan is not None and plan.balance_interval is not None:
-                self._schedule_next(key, started, plan.balance_interval)
+                self._schedule(key, started + plan.balance_interval)
         elif kind == CLIENT_BALANCE:
             if id_ in self._clients:
                 self._schedule(key, started + self._client_interval(len(self._clients)))
@@ -556,25 +587,13 @@ class Poller:
             self._schedule(key, started + limit.window_seconds / limit.count
                            * (1 + self.settings.safety_margin))
 
-    def _schedule_next(self, key: TaskKey, started: float, interval: float) -> None:
-        """Next poll of a channel. In a paced WABA it keeps its planned phase, so a call the
-        pacer delayed does not push the channel into its neighbours' slots; elsewhere (and
-        after a delay longer than an interval) it counts from when this call went out."""
-        ch = self.store.channels.get(key[1])
-        paced = ch is not None and (ch.waba_id or ch.id) in self._waba_spacing
-        planned = self._planned.get(key)
-        if paced and planned is not None and started - planned < interval:
-            nxt = planned + interval
-        else:
-            nxt = started + interval
-        self._planned[key] = nxt
-        self._schedule(key, nxt)
-
     def _failed(self, key: TaskKey, exc: ApiError) -> None:
         kind, id_ = key
         self.metrics.api_errors.labels(exc.endpoint, exc.kind).inc()
         if kind == CLOSE_OUT:
             return  # the regular poll is still scheduled and will close the day
+        if kind == USAGE and self._slotted(id_):
+            return  # its next turn comes with its WABA's slots
         self._failures[key] += 1
         attempt = self._failures[key]
         interval = self._task_interval(key)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import heapq
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from exporter.config import Limit
@@ -121,3 +123,108 @@ def close_out_time(day_boundary: int, delay: float, index: int, count: int) -> f
     few minutes so a fleet does not poll at once."""
     spread = min(600.0, max(60.0, count * 0.5))
     return day_boundary + delay + spread * index / max(count, 1)
+
+
+def waba_bound(n_channels: int, p: PlanParams) -> bool:
+    """Whether a WABA's own budget, not its channels', limits its usage calls. Exact in
+    integers: 20 channels x 10/h is exactly 200/h, which floats can get wrong."""
+    return (n_channels * p.usage_channel.count * p.usage_waba.window_ms
+            > p.usage_waba.count * p.usage_channel.window_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotParams:
+    spacing: float  # seconds between a WABA's usage calls
+    min_gap: float  # seconds between one channel's usage calls (its own budget, and margin)
+
+
+def slot_params(n_channels: int, p: PlanParams) -> SlotParams:
+    """The slot grid of a WABA-bound WABA: its usage budget (less what channel balances take
+    from it, if they share it) spread evenly with the margin."""
+    plan = plan_waba([str(i) for i in range(n_channels)], set(), p)
+    waba_rate = sum(1 / c.best_usage_interval for c in plan.values())
+    channel_rate = _rate(p.usage_channel)
+    if p.channel_balance is not None and p.balance_shares_usage:
+        channel_rate -= 1 / (plan["0"].balance_interval or math.inf) * (1 + p.margin)
+    return SlotParams((1 + p.margin) / waba_rate, (1 + p.margin) / channel_rate)
+
+
+class WabaSlots:
+    """The usage calls of one WABA whose own budget binds: one call every `spacing` seconds,
+    each slot given to a channel by stride scheduling. Each channel has a stride (1 for busy,
+    1/idle_weight for idle) and a pass; a slot goes to the eligible channel with the lowest
+    pass, whose pass then grows by its stride. Over time every channel gets slots in proportion
+    to its weight, so idle channels yield to busy ones, and a channel going idle or busy
+    changes its own stride only: nothing is re-planned. A channel is eligible once `min_gap`
+    has passed since its last call (its own budget), and if the caller's check (the ledger,
+    a call still in flight) agrees.
+
+    Pure and synchronous: the poller asks it at each slot, and the schedule benchmark drives
+    the same object over simulated months.
+    """
+
+    def __init__(self, params: SlotParams, idle_weight: float) -> None:
+        self.params = params
+        self._idle_stride = 1 / idle_weight
+        self._stride: dict[str, float] = {}
+        self._pass: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []  # entries whose pass is stale are skipped
+        self._virtual = 0.0  # the pass of the last slot given
+
+    def set_channels(self, ids: Sequence[str], idle: set[str],
+                     last_call: Mapping[str, float]) -> None:
+        """The WABA's channels now. Newcomers join at the current pass, the least recently
+        polled first (never-polled ones before all)."""
+        for gone in set(self._pass) - set(ids):
+            del self._pass[gone], self._stride[gone]
+            self._last.pop(gone, None)
+        new = sorted((ch for ch in ids if ch not in self._pass),
+                     key=lambda ch: (last_call.get(ch, -math.inf), ch))
+        for rank, ch in enumerate(new):
+            self._stride[ch] = self._idle_stride if ch in idle else 1.0
+            if ch in last_call:
+                self._last[ch] = last_call[ch]
+            self._enter(ch, self._virtual + rank / (len(new) + 1))
+        for ch in ids:
+            self.set_idle(ch, ch in idle)
+
+    def set_idle(self, channel_id: str, idle: bool) -> None:
+        if channel_id in self._stride:
+            self._stride[channel_id] = self._idle_stride if idle else 1.0
+
+    def channels(self) -> list[str]:
+        return list(self._pass)
+
+    def _enter(self, channel_id: str, pass_: float) -> None:
+        self._pass[channel_id] = pass_
+        heapq.heappush(self._heap, (pass_, channel_id))
+
+    def take(self, now: float, allowed: Callable[[str], bool] = lambda _: True) -> str | None:
+        """The channel this slot (at `now`) goes to, or None if no channel may go now."""
+        aside: list[tuple[float, str]] = []
+        chosen = None
+        while self._heap:
+            entry = heapq.heappop(self._heap)
+            pass_, ch = entry
+            if self._pass.get(ch) != pass_:
+                continue  # superseded, or the channel left
+            if now < self._last.get(ch, -math.inf) + self.params.min_gap or not allowed(ch):
+                aside.append(entry)
+                continue
+            chosen = ch
+            self._virtual = pass_
+            self._last[ch] = now
+            self._enter(ch, pass_ + self._stride[ch])
+            break
+        for entry in aside:
+            heapq.heappush(self._heap, entry)
+        if len(self._heap) > 4 * len(self._pass) + 64:
+            self._heap = [(p, ch) for ch, p in self._pass.items()]  # drop stale entries
+            heapq.heapify(self._heap)
+        return chosen
+
+    def share(self, channel_id: str) -> float:
+        """The fraction of slots this channel gets at its current weight, before caps."""
+        total = sum(1 / s for s in self._stride.values())
+        return (1 / self._stride[channel_id]) / total if total else 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import itertools
 import math
 
 import pytest
@@ -12,9 +13,13 @@ from hypothesis import strategies as st
 from exporter.config import Limit
 from exporter.scheduler import (
     PlanParams,
+    SlotParams,
+    WabaSlots,
     close_out_time,
     plan_waba,
     reporting_month,
+    slot_params,
+    waba_bound,
     water_fill,
 )
 
@@ -82,3 +87,77 @@ def test_close_out_polls_are_spread_after_the_delay():
     times = [close_out_time(86_400, 900, i, 50) for i in range(50)]
     assert times[0] == 86_400 + 900
     assert max(times) - min(times) <= 600
+
+
+SLOTS = SlotParams(spacing=18.36, min_gap=367.2)
+
+
+def run_slots(slots: WabaSlots, n_slots: int, start: float = 0.0,
+              allowed=lambda _: True) -> dict[str, list[float]]:
+    taken: dict[str, list[float]] = {ch: [] for ch in slots.channels()}
+    for k in range(n_slots):
+        now = start + k * slots.params.spacing
+        ch = slots.take(now, allowed)
+        if ch is not None:
+            taken[ch].append(now)
+    return taken
+
+
+def test_the_slot_boundary_is_exact():
+    """20 channels at 10/h fill 200/h exactly: still channel-bound; 21 are WABA-bound."""
+    assert not waba_bound(20, PARAMS)
+    assert waba_bound(21, PARAMS)
+
+
+def test_slots_share_by_weight_and_never_crowd_a_channel():
+    """Busy channels get four times an idle channel's slots; no channel is called twice within
+    its minimum gap; every slot is used."""
+    slots = WabaSlots(SLOTS, idle_weight=0.25)
+    channels = ids(60)
+    idle = set(channels[:30])
+    slots.set_channels(channels, idle, {})
+    taken = run_slots(slots, 20_000)
+    assert sum(len(t) for t in taken.values()) == 20_000
+    busy = [len(taken[c]) for c in channels[30:]]
+    quiet = [len(taken[c]) for c in channels[:30]]
+    assert max(busy) - min(busy) <= 1
+    assert max(quiet) - min(quiet) <= 1
+    assert min(busy) / max(quiet) == pytest.approx(4, rel=0.01)
+    for times in taken.values():
+        assert min(b - a for a, b in itertools.pairwise(times)) >= SLOTS.min_gap - 1e-6
+
+
+def test_a_busy_channel_is_capped_by_its_own_budget_and_the_rest_share():
+    """One busy channel among idle ones would get more than its own budget by weight: it is
+    held to its minimum gap, and its surplus goes to the others."""
+    slots = WabaSlots(SLOTS, idle_weight=0.25)
+    channels = ids(25)
+    slots.set_channels(channels, set(channels[1:]), {})
+    taken = run_slots(slots, 10_000)
+    hot = taken[channels[0]]
+    gaps = [b - a for a, b in itertools.pairwise(hot)]
+    assert min(gaps) >= SLOTS.min_gap - 1e-6
+    # After the first round (newcomers all start level), it goes at the first slot it may.
+    assert max(gaps[1:]) <= SLOTS.min_gap + SLOTS.spacing + 1e-6
+    assert sum(len(t) for t in taken.values()) == 10_000
+
+
+def test_newcomers_go_least_recently_polled_first_and_refusals_keep_their_turn():
+    slots = WabaSlots(SLOTS, idle_weight=0.25)
+    slots.set_channels(["a", "b", "c"], set(), {"a": -100.0, "b": -5000.0})
+    first = [slots.take(k * 1000.0) for k in range(3)]
+    assert first == ["c", "b", "a"]  # never polled, then the oldest
+    refused = run_slots(slots, 3, start=10_000, allowed=lambda ch: ch != "c")
+    assert refused["c"] == []
+    assert slots.take(20_000) == "c"  # it kept the lowest pass
+
+
+def test_slot_grid_spends_the_waba_budget_with_the_margin():
+    """The spacing spreads the WABA's budget (less the balances sharing it) with the margin;
+    the minimum gap is the channel's own budget with the margin."""
+    params = slot_params(50, PARAMS)
+    plan = plan_waba(ids(50), set(), PARAMS)
+    per_hour = 3600 / params.spacing + sum(3600 / p.balance_interval for p in plan.values())
+    assert per_hour == pytest.approx(200 / 1.02, rel=1e-6)
+    balance = 0.1 * (200 / 3600) / 50  # a tenth of an equal share of the WABA budget
+    assert params.min_gap == pytest.approx(1.02 / (10 / 3600 - balance))
