@@ -51,7 +51,7 @@ BALANCE = "balance"
 CLIENT_BALANCE = "client_balance"
 PARTNER_BALANCE = "partner_balance"
 DISCOVERY = "discovery"
-CLOSE_OUT = "close_out"  # an extra usage poll after a UTC day ends, only where budget has room
+CLOSE_OUT = "close_out"  # the next usage poll brought to just after a UTC day ends, if room
 SLOT = "slot"  # a usage call of a WABA whose own budget binds; which channel, WabaSlots decides
 
 TaskKey = tuple[str, str]  # (task kind, id)
@@ -392,6 +392,17 @@ class Poller:
             return ((budget.PARTNER_BALANCE, "partner"),)
         return ((budget.DISCOVERY, "partner"),)
 
+    def _close_out_room(self, scopes: Sequence[Scope], now: float) -> bool:
+        """Room to bring a channel's next poll forward to now. Until that poll was due, every
+        window ending in between holds one call more than planned, and a channel balance call
+        sharing the budget may still enter it: so one call's room is kept for that."""
+        now_ms = to_ms(now)
+        channel = scopes[0]
+        reserve = 1 if (self.settings.channel_balance_shares_usage_budget
+                        and self.budgets.channel_balance is not None) else 0
+        return (self.ledger.allows(scopes, now_ms) and self.ledger.used(channel, now_ms) + 1
+                + reserve <= self.ledger.limit(channel[0]).count)
+
     def _try_charge(self, key: TaskKey, scopes: Sequence[Scope]) -> bool:
         """Record the call in the ledger and on disk if every budget has room; else defer it."""
         now_ms = to_ms(self.clock.now())
@@ -428,7 +439,7 @@ class Poller:
             if scopes is None:
                 continue  # the channel is gone
             if key[0] == CLOSE_OUT:
-                if (USAGE, key[1]) in self._inflight or not self.ledger.allows(scopes, to_ms(now)):
+                if (USAGE, key[1]) in self._inflight or not self._close_out_room(scopes, now):
                     continue  # no room: the next regular poll closes the day instead
                 self._inflight[key] = asyncio.create_task(self._run(key, scopes))
                 continue
@@ -478,9 +489,11 @@ class Poller:
     def _start_close_out(self, boundary: int) -> None:
         """Re-read every channel shortly after a UTC day ends, so the day's totals are final.
 
-        Where the channel's own budget binds there is usually room for one extra call, and the
-        cadence restarts from it. A WABA whose shared budget binds has no room to spare: there
-        the first regular poll after the delay closes the day, within one interval.
+        Where the channel's own budget binds, the close-out takes the place of the channel's
+        next regular poll (which is skipped; the cadence goes on from it), if its window has room
+        at that moment. It spends no extra call, and moving one call earlier crowds no later
+        window than the one the ledger checks now. A WABA whose shared budget binds polls on its
+        slots: there the first poll after the delay closes the day, within one interval.
         """
         for waba, ids in self._wabas.items():
             for index, ch_id in enumerate(ids):
@@ -573,7 +586,12 @@ class Poller:
         kind, id_ = key
         if kind in (USAGE, CLOSE_OUT):
             plan = self.plans.get(id_)
-            if plan is not None and not self._slotted(id_):
+            if plan is None or self._slotted(id_):
+                return
+            regular = self._due.get((USAGE, id_))
+            if kind == CLOSE_OUT and regular is not None:
+                self._schedule((USAGE, id_), regular + plan.usage_interval)  # it took its place
+            else:
                 self._schedule((USAGE, id_), started + plan.usage_interval)
         elif kind == BALANCE:
             plan = self.plans.get(id_)

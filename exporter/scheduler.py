@@ -140,13 +140,15 @@ class SlotParams:
 
 def slot_params(n_channels: int, p: PlanParams) -> SlotParams:
     """The slot grid of a WABA-bound WABA: its usage budget (less what channel balances take
-    from it, if they share it) spread evenly with the margin."""
+    from it, if they share it) spread evenly with the margin. A channel's minimum gap leaves
+    room in its own window for one balance call (if they share it), so no window can overflow
+    whatever the phases: ten calls at that gap span more than the window."""
     plan = plan_waba([str(i) for i in range(n_channels)], set(), p)
     waba_rate = sum(1 / c.best_usage_interval for c in plan.values())
-    channel_rate = _rate(p.usage_channel)
-    if p.channel_balance is not None and p.balance_shares_usage:
-        channel_rate -= 1 / (plan["0"].balance_interval or math.inf) * (1 + p.margin)
-    return SlotParams((1 + p.margin) / waba_rate, (1 + p.margin) / channel_rate)
+    limit = p.usage_channel
+    balances = 1 if p.channel_balance is not None and p.balance_shares_usage else 0
+    return SlotParams((1 + p.margin) / waba_rate,
+                      (1 + p.margin) * limit.window_seconds / (limit.count - balances))
 
 
 class WabaSlots:
