@@ -32,6 +32,38 @@ class _TooLarge(Exception):
     pass
 
 
+class GroupCommit:
+    """Deliveries recorded together: each request waits for the commit that holds its row,
+    and every request that arrived while the event loop was busy shares one commit."""
+
+    def __init__(self, state: WebhookState) -> None:
+        self._state = state
+        self._waiting: list[tuple[bytes, float, dict[str, str] | None,
+                                  asyncio.Future[None]]] = []
+
+    async def append(self, body: bytes, received_at: float,
+                     headers: dict[str, str] | None) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._commit)  # after the requests already parsed this round
+        self._waiting.append((body, received_at, headers, done))
+        await done
+
+    def _commit(self) -> None:
+        batch, self._waiting = self._waiting, []
+        try:
+            self._state.append_many([(body, at, headers) for body, at, headers, _ in batch])
+        except Exception as exc:  # every request of the batch answers 503
+            for *_, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for *_, done in batch:
+            if not done.done():
+                done.set_result(None)
+
+
 class WebhookAuth:
     """A shared secret in a header, and/or an HMAC-SHA256 of the raw body; both constant time."""
 
@@ -71,6 +103,7 @@ def webhook_app(
     """`forward_headers`: None when nothing is forwarded, else the request headers that travel
     with the body to the application (Content-Type always does)."""
     passed = [h.lower() for h in forward_headers or ()]
+    recorder = GroupCommit(state)
     for result in RESULTS:
         requests_total.labels(result)
 
@@ -125,7 +158,7 @@ def webhook_app(
                 headers = {"content-type": request.headers.get("content-type",
                                                                "application/json")}
                 headers |= {h: request.headers[h] for h in passed if h in request.headers}
-            state.append(body, now(), headers)
+            await recorder.append(body, now(), headers)
         except Exception:  # the store, not the sender, failed: ask Meta to retry
             log.exception("webhook_record_failed")
             return answer("error", 503)
