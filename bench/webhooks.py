@@ -223,6 +223,26 @@ class Sampler(threading.Thread):
         return [s for s in list(self.samples) if start <= s.at <= end]
 
 
+class Scraper(threading.Thread):
+    """Scrapes /metrics (gzip, as Prometheus does) every `every` seconds while the load runs,
+    so memory and latency include the exposition kept up to date; records each scrape's
+    duration."""
+
+    def __init__(self, port: int, every: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.every = f"http://127.0.0.1:{port}/metrics", every
+        self.durations: list[float] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=60, headers={"Accept-Encoding": "gzip"}) as client:
+            while not self.halt.wait(self.every):
+                started = time.perf_counter()
+                with contextlib.suppress(httpx.HTTPError):
+                    client.get(self.url).raise_for_status()
+                    self.durations.append(time.perf_counter() - started)
+
+
 def settle(pid: int, limit: float = 120) -> tuple[float, float]:
     """Wait until the process has used under 5% of a core for 3 seconds running (after a
     start against a dead API the poller is busy failing its first calls for some seconds);
@@ -609,6 +629,8 @@ def main() -> None:
     p.add_argument("--unique-wamids", action="store_true",
                    help="every delivery a new message (default: sent/delivered/read lifecycles)")
     p.add_argument("--skip-hello", action="store_true")
+    p.add_argument("--scrape-every", type=float, default=0,
+                   help="scrape /metrics (gzip) every this many seconds during the open loop")
     p.add_argument("--webhook-only", action="store_true",
                    help="no API credentials: the exporter only counts webhooks (channels still "
                    "come from the fleet's state file)")
@@ -679,8 +701,18 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         idle_rss = rss_mb(exporter.proc.pid)
         print(f"\nexporter pid {exporter.proc.pid}: settled {waited:.0f} s after start; then "
               f"RSS {idle_rss:.0f} MB, CPU {idle_cpu * 100:.0f}% of a core before load")
+        scraper = Scraper(exporter.metrics_port, args.scrape_every) if args.scrape_every else None
+        if scraper is not None:
+            scraper.start()
         ex_open = load(spec, workdir, "exporter-open", open_args, exporter.proc.pid, sampler,
                        args.py_spy, args.duration)
+        if scraper is not None:
+            scraper.halt.set()
+            scraper.join()
+            d = sorted(scraper.durations)
+            if d:
+                print(f"    scrapes during the open loop: {len(d)}, gzip, duration median "
+                      f"{d[len(d) // 2] * 1000:.0f} ms, max {d[-1] * 1000:.0f} ms")
         inbox_open = max((s.inbox for s in ex_open.server), default=-1)
         drain_open = drain(state, exporter.proc)
         after_open = sampler.sample(None)

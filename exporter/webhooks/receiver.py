@@ -34,7 +34,7 @@ class _TooLarge(Exception):
 
 class GroupCommit:
     """Deliveries recorded together: each request waits for the commit that holds its row,
-    and every request that arrives within 2 ms of the first shares one commit."""
+    and every request that arrives within 5 ms of the first shares one commit."""
 
     def __init__(self, state: WebhookState) -> None:
         self._state = state
@@ -46,8 +46,8 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         if not self._waiting:
-            # Wait 2 ms for company: under a stream, one commit then holds several requests.
-            loop.call_later(0.002, self._commit)
+            # Wait 5 ms for company: under a stream, one commit then holds a dozen requests.
+            loop.call_later(0.005, self._commit)
         self._waiting.append((body, received_at, headers, done))
         await done
 
