@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.fleet import build  # noqa: E402
 from bench.loadgen import NOT_SENT, Delivery, Target, plan  # noqa: E402
+from bench.processes import free_port, rss_mb  # noqa: E402
 
 SECRET = "bench-webhook-hmac-secret"
 CARD = ROOT / "exporter" / "webhooks" / "ratecards" / "example-usd.toml"
@@ -64,19 +65,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- processes -------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

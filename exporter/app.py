@@ -250,9 +250,9 @@ async def process_webhooks(exporter: Exporter) -> None:
 
 
 async def refresh_exposition(exposition: Exposition) -> None:
-    """Render what changed every second, off the scrape path (see Exposition.refresh)."""
+    """Render what changed between scrapes, off the scrape path (see Exposition.refresh)."""
     while True:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(exposition.refresh_interval())
         try:
             exposition.refresh()
         except Exception:

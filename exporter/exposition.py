@@ -14,6 +14,7 @@ scrape and appended.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
@@ -276,6 +277,7 @@ class Exposition:
         self._version = version
         self._cache: dict[bool, _Rendered] = {}  # openmetrics? -> rendered data part
         self._asked: set[bool] = set()  # compress? as scrapers have asked
+        self._scraped: list[float] = []  # monotonic times of the last two scrapes
         self.renders = 0
 
     def refresh(self) -> None:
@@ -297,12 +299,21 @@ class Exposition:
             self.renders += 1
         return cached
 
+    def refresh_interval(self) -> float:
+        """How often a background refresh pays: a third of the time between scrapes (at least
+        a second). Under a webhook stream most channels change within any few seconds, and
+        rendering a channel once per scrape beats once per second."""
+        if len(self._scraped) < 2:
+            return 1.0
+        return max(1.0, (self._scraped[1] - self._scraped[0]) / 3)
+
     def chunks(self, *, openmetrics: bool, compress: bool) -> tuple[list[bytes], str]:
         """The body as chunks to send in order (no copy of the large part per scrape)."""
         cached = self._rendered(openmetrics)
         own = om_latest(self._own) if openmetrics else text_latest(self._own)
         ctype = OPENMETRICS_TYPE if openmetrics else TEXT_TYPE
         self._asked.add(compress)
+        self._scraped = [*self._scraped[-1:], time.monotonic()]
         if compress:
             return [gzip_member(joined([cached.deflated(), deflate(own)]))], ctype
         return [*(p.data for p in cached.pieces), own], ctype

@@ -7,10 +7,12 @@ import gzip
 import json
 import zlib
 from decimal import Decimal
+from types import SimpleNamespace
 
 import httpx
 from prometheus_client import CollectorRegistry, generate_latest
 
+from exporter import exposition as exposition_module
 from exporter import journal
 from exporter.clock import FakeClock
 from exporter.collector import UsageCollector
@@ -256,3 +258,18 @@ def test_webhook_counters_render_per_channel_as_prometheus_client_would(tmp_path
     deliver(88, "delivered")
     check_against_oracle(exposition, oracle)
     assert renderer.joined_blocks == joined + 1
+
+
+def test_the_background_refresh_follows_the_scrape_interval(tmp_path, monkeypatch):
+    """Every second until two scrapes show their interval; then a third of it, never under a
+    second."""
+    _, _, _, exposition = fleet_setup(tmp_path, n=3)
+    clock = iter([100.0, 130.0, 130.5])
+    monkeypatch.setattr(exposition_module, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    assert exposition.refresh_interval() == 1.0
+    exposition.body(openmetrics=False, compress=True)
+    assert exposition.refresh_interval() == 1.0
+    exposition.body(openmetrics=False, compress=True)
+    assert exposition.refresh_interval() == 10.0
+    exposition.body(openmetrics=False, compress=True)
+    assert exposition.refresh_interval() == 1.0  # 0.5 s apart: the floor
