@@ -172,8 +172,8 @@ class WebhookState:
         forwarding: bool = False,
     ) -> None:
         self._db = connect(str(path))
-        # The dedupe index takes random keys: a little more of it in memory than the default.
-        self._db.execute("PRAGMA cache_size=-8192")
+        # The dedupe index takes random keys: keep more of it in memory than the default 2 MB.
+        self._db.execute("PRAGMA cache_size=-32768")
         self._db.executescript(_SCHEMA)
         self._legacy_seen = self._has_legacy_seen()
         self._channel_of = channel_of
