@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import calendar
+import heapq
 import math
 import multiprocessing
 import random
@@ -188,7 +189,8 @@ def simulate_waba(job: Job) -> Result:
     bound = waba_bound(size, p)
     if bound:
         idle_after = job.idle_after or int(default("idle_after_polls"))  # type: ignore[call-overload]
-        usage = _slotted(w_index, n_wabas, ids, activity, p, idle_after, end, out)
+        usage = _slotted(w_index, n_wabas, ids, activity, p, idle_after, end, out, balances,
+                         {ch: plans[ch].balance_interval or math.inf for ch in ids})
     else:
         usage = _cadenced(ids, plans, balances, p, end, out)
     limit_c, limit_w = p.usage_channel, p.usage_waba
@@ -227,9 +229,17 @@ def simulate_waba(job: Job) -> Result:
 
 
 def _slotted(w_index: int, n_wabas: int, ids: list[str], activity: dict[str, Activity],
-             p: PlanParams, idle_after: int, end: float, out: Result) -> dict[str, np.ndarray]:
+             p: PlanParams, idle_after: int, end: float, out: Result,
+             balances: dict[str, np.ndarray], balance_interval: dict[str, float],
+             ) -> dict[str, np.ndarray]:
     """Slot by slot through WabaSlots, as the poller does: idle after `idle_after` polls with
-    nothing new, busy again at the first poll that finds something."""
+    nothing new, busy again at the first poll that finds something. Balance calls sharing the
+    budget take the next slot once due, and are due again an interval after they went (the
+    poller's rule); `balances` is rewritten with the times they went."""
+    shared = p.balance_shares_usage and bool(balances)
+    due = [(float(b[0]), ch) for ch, b in balances.items() if len(b)] if shared else []
+    heapq.heapify(due)
+    went: dict[str, list[float]] = {ch: [] for ch in ids}
     slot = slot_params(len(ids), p)
     slots = WabaSlots(slot, p.idle_weight)
     slots.set_channels(ids, set(), {})
@@ -238,6 +248,12 @@ def _slotted(w_index: int, n_wabas: int, ids: list[str], activity: dict[str, Act
     t = START + initial_phase(w_index, n_wabas, slot.spacing)
     take = slots.take
     while t < end:
+        if due and due[0][0] <= t:
+            _, ch = heapq.heappop(due)
+            went[ch].append(t)
+            heapq.heappush(due, (t + balance_interval[ch], ch))
+            t += slot.spacing
+            continue
         ch = take(t)
         if ch is None:
             out.slots_idle += 1
@@ -256,6 +272,8 @@ def _slotted(w_index: int, n_wabas: int, ids: list[str], activity: dict[str, Act
                     out.flips += 1
             mine.append(t)
         t += slot.spacing
+    if shared:
+        balances.update({ch: np.array(v) for ch, v in went.items()})
     return {ch: np.array(v) for ch, v in times.items()}
 
 

@@ -184,6 +184,8 @@ class Poller:
         # WABAs whose own budget binds poll on a slot grid instead of per-channel timers (which
         # drift together and burst): one call per slot, given to a channel by stride scheduling.
         self._slots: dict[str, WabaSlots] = {}
+        # Channel balance calls sharing a slotted WABA's budget wait here for its next slot.
+        self._balances_due: dict[str, list[str]] = defaultdict(list)
         self._waba_labels: dict[str, str] = {}  # 360dialog WABA id -> the waba_id label
         self._clients: list[str] = []
         self._next_prune = clock.now()
@@ -252,12 +254,15 @@ class Poller:
         for waba in set(self._slots) - set(self._wabas):
             del self._slots[waba]
             self._unschedule((SLOT, waba))
+            self._balances_due.pop(waba, None)
         for w_index, (waba, ids) in enumerate(self._wabas.items()):
             if waba_bound(len(ids), self._params):
                 self._use_slots(waba, ids, now + initial_phase(
                     w_index, len(self._wabas), slot_params(len(ids), self._params).spacing))
             elif self._slots.pop(waba, None) is not None:
                 self._unschedule((SLOT, waba))
+                for ch_id in self._balances_due.pop(waba, []):
+                    self._schedule((BALANCE, ch_id), now)  # back on their own timers
             for index, ch_id in enumerate(ids):
                 plan = self.plans[ch_id]
                 if waba not in self._slots and not self._usage_scheduled(ch_id):
@@ -336,12 +341,36 @@ class Poller:
             self._schedule((SLOT, waba), first_slot)
 
     def _slotted(self, channel_id: str) -> bool:
-        ch = self.store.channels.get(channel_id)
-        return ch is not None and (ch.waba_id or ch.id) in self._slots
+        return self._waba_of(channel_id) in self._slots
 
-    def _slot(self, waba: str, due: float, now: float) -> None:
-        """A WABA's slot: the next slot is due one spacing after this one (or after now, if
-        this one ran more than a spacing late); the ledger has the last word on both scopes."""
+    def _waba_of(self, channel_id: str) -> str:
+        ch = self.store.channels.get(channel_id)
+        return (ch.waba_id or ch.id) if ch is not None else ""
+
+    def _balance_slotted(self, channel_id: str) -> bool:
+        return self.settings.channel_balance_shares_usage_budget and self._slotted(channel_id)
+
+    def _slot_to_balance(self, waba: str, now_ms: int) -> bool:
+        """Give this slot to the balance call waiting longest, if its budgets have room."""
+        waiting = self._balances_due.get(waba)
+        while waiting:
+            key: TaskKey = (BALANCE, waiting[0])
+            scopes = self._charge(key)
+            if scopes is None or key in self._inflight:
+                waiting.pop(0)  # gone, or already on its way
+                continue
+            if not self.ledger.allows(scopes, now_ms):
+                return False  # no room for it now: a usage poll takes the slot
+            waiting.pop(0)
+            self._inflight[key] = asyncio.create_task(self._run(key, scopes))
+            return True
+        return False
+
+    def _slot(self, waba: str, now: float) -> None:
+        """A WABA's slot: the next one is due a spacing after this one went. Counting from when
+        it went, not from when it was due, means a late slot never makes the next one early: a
+        grid that catches up after the event loop stalls sends bursts. The ledger has the last
+        word on every scope."""
         slots = self._slots.get(waba)
         if slots is None:
             return
@@ -352,7 +381,9 @@ class Poller:
             self._schedule((SLOT, waba), self.ledger.next_slot([waba_scope], now_ms) / 1000)
             return
         spacing = slots.params.spacing
-        self._schedule((SLOT, waba), due + spacing if now - due < spacing else now + spacing)
+        self._schedule((SLOT, waba), now + spacing)
+        if self._slot_to_balance(waba, now_ms):
+            return
 
         def may_go(ch_id: str) -> bool:
             scopes = self._charge((USAGE, ch_id))
@@ -429,12 +460,17 @@ class Poller:
             _, _, key = heapq.heappop(self._heap)
             del self._due[key]
             if key[0] == SLOT:
-                self._slot(key[1], due, now)
+                self._slot(key[1], now)
                 continue
             if key in self._inflight:
                 continue  # it reschedules itself when it finishes
             if key[0] == USAGE and self._slotted(key[1]):
                 continue  # its WABA's slots poll it
+            if key[0] == BALANCE and self._balance_slotted(key[1]):
+                waiting = self._balances_due[self._waba_of(key[1])]
+                if key[1] not in waiting:
+                    waiting.append(key[1])  # the WABA's next slot is its
+                continue
             scopes = self._charge(key)
             if scopes is None:
                 continue  # the channel is gone

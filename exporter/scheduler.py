@@ -139,16 +139,16 @@ class SlotParams:
 
 
 def slot_params(n_channels: int, p: PlanParams) -> SlotParams:
-    """The slot grid of a WABA-bound WABA: its usage budget (less what channel balances take
-    from it, if they share it) spread evenly with the margin. A channel's minimum gap leaves
-    room in its own window for one balance call (if they share it), so no window can overflow
-    whatever the phases: ten calls at that gap span more than the window."""
-    plan = plan_waba([str(i) for i in range(n_channels)], set(), p)
-    waba_rate = sum(1 / c.best_usage_interval for c in plan.values())
-    limit = p.usage_channel
+    """The slot grid of a WABA-bound WABA: its whole usage budget spread evenly with the
+    margin. Channel balance calls that share the budget take slots too (the poller gives them
+    the next slot when due), so nothing else lands in the WABA's window. A channel's minimum
+    gap leaves room in its own window for one balance call (if they share it), so no window
+    can overflow whatever the phases: ten calls at that gap span more than the window."""
+    del n_channels  # the grid is the WABA's; who gets each slot is WabaSlots' business
+    waba, channel = p.usage_waba, p.usage_channel
     balances = 1 if p.channel_balance is not None and p.balance_shares_usage else 0
-    return SlotParams((1 + p.margin) / waba_rate,
-                      (1 + p.margin) * limit.window_seconds / (limit.count - balances))
+    return SlotParams((1 + p.margin) * waba.window_seconds / waba.count,
+                      (1 + p.margin) * channel.window_seconds / (channel.count - balances))
 
 
 class WabaSlots:
@@ -225,8 +225,3 @@ class WabaSlots:
             self._heap = [(p, ch) for ch, p in self._pass.items()]  # drop stale entries
             heapq.heapify(self._heap)
         return chosen
-
-    def share(self, channel_id: str) -> float:
-        """The fraction of slots this channel gets at its current weight, before caps."""
-        total = sum(1 / s for s in self._stride.values())
-        return (1 / self._stride[channel_id]) / total if total else 0.0

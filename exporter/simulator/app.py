@@ -108,6 +108,7 @@ class SimulatedApi:
         self.page_size_max = page_size_max
         self.requests: list[SimRequest] = []
         self.rate_limited = 0
+        self.refusals: list[tuple[int, list[str]]] = []  # (t_ms, the full scopes) per 429
         self._windows = _Windows()
         self._signing_key = secrets.token_bytes(32)
         self.app = Starlette(routes=[
@@ -183,10 +184,11 @@ class SimulatedApi:
         if not self._authorised(request):
             return _meta_error(401, "Unauthorized")
         t_ms = round(self.clock() * 1000)
-        wait = max((self._windows.wait_ms(scope, limit, t_ms) for scope, limit in charges),
-                   default=0)
+        waits = {scope: self._windows.wait_ms(scope, limit, t_ms) for scope, limit in charges}
+        wait = max(waits.values(), default=0)
         if wait > 0:
             self.rate_limited += 1
+            self.refusals.append((t_ms, sorted(scope for scope, w in waits.items() if w > 0)))
             headers = {"Retry-After": str(-(-wait // 1000))} if self.send_retry_after else None
             return _meta_error(429, "Rate limit exceeded", headers)
         for scope, _ in charges:
@@ -339,8 +341,9 @@ class SimulatedApi:
             for scope in r.scopes:
                 kind = scope.split(":")[0]
                 by_scope[kind] = by_scope.get(kind, 0) + 1
+        refused = [{"at_ms": t_ms, "full": full} for t_ms, full in self.refusals[:20]]
         return JSONResponse({"requests": len(self.requests), "rate_limited": self.rate_limited,
-                             "by_scope": by_scope,
+                             "by_scope": by_scope, "refused": refused,
                              "channels": [ch.id for ch in self.fleet.channels()]})
 
     async def _truth(self, request: Request) -> Response:

@@ -1,9 +1,9 @@
 """Webhook state in SQLite: a durable inbox, dedupe keys and counters, exactly once.
 
-A delivery is acknowledged only after its body is committed to the inbox. Processing an inbox
-row (dedupe, count, mark done) is one transaction, so a crash either leaves the row to be
-processed again or has counted it and its dedupe keys together: nothing is lost or counted twice.
-Dedupe keys live for a bounded window (Meta retries for up to 7 days; default 8).
+A delivery is acknowledged only after its body is committed to the inbox. Processing a batch of
+inbox rows (dedupe, count, mark done) is one transaction, so a crash either leaves the rows to be
+processed again or has counted them and their dedupe keys together: nothing is lost or counted
+twice. Dedupe keys live for a bounded window (Meta retries for up to 7 days; default 8).
 
 Besides the counters (totals since the state file was made), messages are tallied per UTC month
 of their status timestamp, so they can be compared with the polled month-to-date numbers.
