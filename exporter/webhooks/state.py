@@ -90,8 +90,8 @@ def _key_hash(key: str) -> int:
                           signed=True)
 
 
-def _delivery_key(body: bytes) -> str:
-    return "d:" + hashlib.sha256(body).hexdigest()
+def _delivery_key(sha: str) -> str:
+    return "d:" + sha
 
 
 def _status_key(event: StatusEvent) -> str:
@@ -106,9 +106,9 @@ def _call_key(event: CallEvent) -> str:
     return f"c:{event.call_id}:terminate"
 
 
-def _dedupe_keys(body: bytes, events: list[Event]) -> list[str]:
-    """Every key counting these events may ask about (see `WebhookState._count`)."""
-    keys = [_delivery_key(body)]
+def _dedupe_keys(delivery: str, events: list[Event]) -> list[str]:
+    """Every key counting a delivery's events may ask about (see `WebhookState._count`)."""
+    keys = [delivery]
     for event in events:
         if isinstance(event, StatusEvent):
             keys.append(_status_key(event))
@@ -224,7 +224,7 @@ class WebhookState:
     def is_duplicate_delivery(self, body: bytes) -> bool:
         """The same bytes were accepted before, whether already counted or still waiting."""
         sha = hashlib.sha256(body).hexdigest()
-        key = "d:" + sha
+        key = _delivery_key(sha)
         return self._db.execute(
             "SELECT 1 FROM webhook_seen_h WHERE h=? UNION ALL "
             "SELECT 1 FROM webhook_inbox WHERE sha=? LIMIT 1", (_key_hash(key), sha)
@@ -273,26 +273,25 @@ class WebhookState:
         only after that commit. Only this method writes dedupe keys, so nothing can slip in
         between the look-up and the commit."""
         rows = self._db.execute(
-            "SELECT id, body FROM webhook_inbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+            "SELECT id, body, sha FROM webhook_inbox ORDER BY id LIMIT ?", (limit,)).fetchall()
         if not rows:
             return 0
-        parsed: list[tuple[int, bytes, list[Event]]] = []
-        for row_id, raw in rows:
-            body = bytes(raw)
+        parsed: list[tuple[int, str, list[Event]]] = []  # (row id, delivery key, events)
+        for row_id, raw, sha in rows:
             try:
-                events = parse(json.loads(body))
+                events = parse(json.loads(bytes(raw)))
             except ValueError:
                 events = []  # validated before it was accepted: a schema change must not wedge
-            parsed.append((int(row_id), body, events))
-        seen = _BatchSeen(self, [key for _, body, events in parsed
-                                 for key in _dedupe_keys(body, events)])
+            parsed.append((int(row_id), _delivery_key(str(sha)), events))
+        seen = _BatchSeen(self, [key for _, delivery, events in parsed
+                                 for key in _dedupe_keys(delivery, events)])
         increments: dict[tuple[str, Labels], float] = {}
         tallies: dict[tuple[int, MonthKey], list[float]] = {}
         set_aside: list[tuple[str, float, int]] = []
-        for row_id, body, events in parsed:
+        for row_id, delivery, events in parsed:
             seen.start_row()
             try:
-                row_increments, row_tallies = self._process(body, events, now, seen.check)
+                row_increments, row_tallies = self._process(delivery, events, now, seen.check)
             except Exception as exc:  # a row we cannot count must not wedge the others
                 log.exception("webhook_processing_failed", delivery=row_id)
                 seen.drop_row()
@@ -335,13 +334,13 @@ class WebhookState:
         self.version += 1
         return len(rows)
 
-    def _process(self, body: bytes, events: list[Event], now: float,
+    def _process(self, delivery: str, events: list[Event], now: float,
                  seen: Callable[[str], bool]) -> tuple[
             dict[tuple[str, Labels], float], dict[tuple[int, MonthKey], list[float]]]:
         """One delivery's increments and month tallies; `seen` decides (and remembers) keys."""
         increments: dict[tuple[str, Labels], float] = {}
         tallies: dict[tuple[int, MonthKey], list[float]] = {}
-        seen(_delivery_key(body))
+        seen(delivery)
         for event in events:
             for metric, labels, amount in self._count(event, now, seen):
                 increments[(metric, labels)] = increments.get((metric, labels), 0) + amount
