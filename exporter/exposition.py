@@ -184,7 +184,6 @@ class BlockRenderer(Generic[K]):
         else:
             for key in written:
                 self._fragments.pop(key, None)
-        count = len(self._order)
         if written is None or seen != self._seen:
             self._seen = seen
             self._order = source.keys()
@@ -282,8 +281,8 @@ class Exposition:
 
     def refresh(self) -> None:
         """Catch the large parts up with their data between scrapes (the app calls this every
-        second or so), so a scrape has at most a second's changes left to render. Nothing
-        before the first scrape: nobody may ever ask."""
+        `refresh_interval()`), so a scrape finds little left to render. Nothing before the
+        first scrape: nobody may ever ask."""
         if self._asked:
             for part in self._parts:
                 part.update(deflate=True in self._asked)

@@ -70,8 +70,9 @@ class WebhookCollector(Collector):
         return iter(())
 
     def collect(self) -> Iterator[Metric]:
+        counters = self._state.counters
         for key, name, doc, labels in _FAMILIES:
             family = CounterMetricFamily(name, doc, labels=labels)
-            for values, amount in sorted(self._state.counters.get(key, {}).items()):
+            for values, amount in sorted(counters.get(key, {}).items()):
                 family.add_metric(list(values), amount)
             yield family

@@ -181,9 +181,8 @@ class WebhookState:
         self._window = dedupe_window_seconds
         self._card = rate_card
         self.outbox = Outbox(self._db) if forwarding else None
-        self.counters: dict[str, dict[Labels, float]] = {}
-        # The same counters per (waba_id, channel_id), for the per-channel renderer; its journal
-        # names the channels counted since the renderer last looked.
+        # The counters per (waba_id, channel_id) and family, as the per-channel renderer reads
+        # them; the journal names the channels counted since it last looked.
         self.by_channel: dict[tuple[str, str], dict[str, dict[Labels, float]]] = {}
         self.journal: Journal[tuple[str, str]] = Journal()
         # month_start -> (waba_id, channel_id, category) -> [messages, estimated cost]
@@ -209,9 +208,8 @@ class WebhookState:
         for metric, labels, value in self._db.execute("SELECT * FROM webhook_counters"):
             self._add(metric, tuple(json.loads(labels)), float(value))
         self._unmapped = {
-            labels[1] for labels in self.counters.get(STATUSES_METRIC, {})
-            if labels[1].startswith("pn_")
-        } | {labels[1] for labels in self.counters.get(CALLS, {}) if labels[1].startswith("pn_")}
+            channel for (_, channel), families in self.by_channel.items()
+            if channel.startswith("pn_") and (STATUSES_METRIC in families or CALLS in families)}
 
     def _has_legacy_seen(self) -> bool:
         return self._db.execute("SELECT 1 FROM webhook_seen LIMIT 1").fetchone() is not None
@@ -352,15 +350,23 @@ class WebhookState:
                     tally[metric == COST] += amount
         return increments, tallies
 
+    @property
+    def counters(self) -> dict[str, dict[Labels, float]]:
+        """Every counter by family, gathered from the per-channel ones (start-up and tests)."""
+        out: dict[str, dict[Labels, float]] = {}
+        for channel in self.by_channel.values():
+            for metric, series in channel.items():
+                out.setdefault(metric, {}).update(series)
+        return out
+
     def _add(self, metric: str, labels: Labels, amount: float) -> tuple[str, str]:
-        family = self.counters.setdefault(metric, {})
-        family[labels] = value = family.get(labels, 0.0) + amount
         key = (labels[0], labels[1])  # every family starts with waba_id, channel_id
         channel = self.by_channel.get(key)
         if channel is None:
             channel = self.by_channel[key] = {}
             self.journal.relayout()
-        channel.setdefault(metric, {})[labels] = value
+        family = channel.setdefault(metric, {})
+        family[labels] = family.get(labels, 0.0) + amount
         return key
 
     def _transaction(self) -> contextlib.AbstractContextManager[None]:
