@@ -59,7 +59,6 @@ class Exporter:
     poller: Poller | None = None  # None in webhook-only mode
     webhooks: WebhookState | None = None
     webhook_app: Starlette | None = None
-    webhook_wake: asyncio.Event | None = None
     forwarder: Forwarder | None = None
     forward_wake: asyncio.Event | None = None
     forward_client: httpx.AsyncClient | None = None
@@ -121,7 +120,7 @@ def build(
     usage = UsageCollector(store, clock, settings.month_grace_seconds, owns)
     parts: list[Fragments[Any]] = [usage]
 
-    webhooks = webhook_app = wake = forwarder = forward_wake = forward_client = reconciler = None
+    webhooks = webhook_app = forwarder = forward_wake = forward_client = reconciler = None
     if settings.webhooks_enabled:
         card = load_rate_card(settings.webhook_rate_card) if settings.webhook_rate_card else None
         forwarding = settings.webhook_forward_url is not None
@@ -142,12 +141,9 @@ def build(
         state = webhooks
         metrics.webhook_inbox.set_function(lambda: state.pending)
         metrics.webhook_dead_letters.set_function(lambda: state.dead)
-        wake = asyncio.Event()
-        wakes = [wake]
         if webhooks.outbox is not None and settings.webhook_forward_url is not None:
             outbox = webhooks.outbox
             forward_wake = asyncio.Event()
-            wakes.append(forward_wake)
             forward_client = httpx.AsyncClient(
                 transport=forward_transport,
                 headers={"User-Agent": f"whatsapp-usage-exporter/{__version__}"},
@@ -169,9 +165,11 @@ def build(
                          if settings.webhook_hmac_secret else None),
         )
 
+        wake = forward_wake
+
         def accepted() -> None:
-            for event in wakes:
-                event.set()
+            if wake is not None:
+                wake.set()
 
         webhook_app = receiver_app(
             webhooks, auth, metrics.webhook_requests, now=clock.now,
@@ -187,7 +185,7 @@ def build(
     exposition = Exposition(data, metrics.registry, version, parts=parts)
     exporter = Exporter(settings, clock, store, metrics, exposition,
                         metrics_app(exposition, lambda: False, mode), http_client, ledger, api,
-                        poller, webhooks, webhook_app, wake, forwarder, forward_wake,
+                        poller, webhooks, webhook_app, forwarder, forward_wake,
                         forward_client, reconciler)
     exporter.http_app = metrics_app(exposition, exporter.ready, mode, _scrape_auth(settings),
                                     metrics.scrapes_unauthorized.inc)
@@ -219,34 +217,28 @@ def _channel_lookup(store: Store) -> Callable[[str], ChannelLabel | None]:
 
 
 async def process_webhooks(exporter: Exporter) -> None:
-    """Count recorded deliveries off the request path, pair new polls with the counts for
-    reconciliation, and prune dedupe keys hourly."""
-    state, wake = exporter.webhooks, exporter.webhook_wake
+    """Count the inbox rows an earlier version left uncounted, then pair new polls with the
+    webhook counts for reconciliation about once a second (or on a delivery), and prune dedupe
+    keys hourly. Deliveries themselves are counted as they are accepted."""
+    state = exporter.webhooks
     assert state is not None
-    assert wake is not None
-    next_prune = next_observe = 0.0
-    while True:
-        wake.clear()
+    next_prune = 0.0
+    while state.pending:
         # Batches of 100 (about 10 ms), then a chance for the request path to run: this is
         # synchronous I/O, and a longer batch is a longer wait for every request meanwhile.
         try:
-            counted = state.process_pending(exporter.clock.now(), limit=100)
+            state.process_pending(exporter.clock.now(), limit=100)
         except sqlite3.Error:
             log.exception("webhook_store_failed")  # e.g. a full disk: rows wait, try again
-            counted = 0
-        # About once a second even under a steady stream, which never empties the inbox.
-        if exporter.reconciler is not None and exporter.clock.now() >= next_observe:
+            await asyncio.sleep(1.0)
+        await asyncio.sleep(0)
+    while True:
+        if exporter.reconciler is not None:
             exporter.reconciler.observe()
-            next_observe = exporter.clock.now() + 1.0
-        if counted:
-            wake.set()
-            await asyncio.sleep(0)
-            continue
         if exporter.clock.now() >= next_prune:
             state.prune(exporter.clock.now())
             next_prune = exporter.clock.now() + 3600
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout=1.0)
+        await asyncio.sleep(1.0)
 
 
 async def refresh_exposition(exposition: Exposition) -> None:

@@ -63,7 +63,8 @@ class SelfMetrics:
             "unauthorized, malformed, too_large, unsupported_media_type, timeout, error).",
             ["result"], registry=r)
         self.webhook_inbox = Gauge(
-            PREFIX + "webhook_inbox_pending", "Webhook deliveries recorded but not yet counted.",
+            PREFIX + "webhook_inbox_pending", "Webhook deliveries an earlier build recorded "
+            "but did not count (counted at start-up).",
             registry=r)
         self.webhook_dead_letters = Gauge(
             PREFIX + "webhook_dead_letters", "Accepted webhook deliveries that could not be "

@@ -1,7 +1,8 @@
-"""The webhook endpoint: size limit, authentication, validation, durable record, then 200.
+"""The webhook endpoint: size limit, authentication, validation, counted and recorded, then 200.
 
 Bad input gets a 4xx and is counted by result; nothing a sender can put in a body makes a 5xx.
-Counting happens off the request path (`WebhookState.process_pending`), after the record.
+A delivery is counted in the same commit that records it (`WebhookState.accept_many`), shared
+by the requests that arrive together, and answered after that commit.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from exporter.webhooks.parser import MalformedWebhook, parse
-from exporter.webhooks.state import WebhookState
+from exporter.webhooks.state import Delivery, WebhookState
 
 log = structlog.get_logger("exporter.webhooks")
 
@@ -33,36 +34,36 @@ class _TooLarge(Exception):
 
 
 class GroupCommit:
-    """Deliveries recorded together: each request waits for the commit that holds its row,
-    and every request that arrives within 5 ms of the first shares one commit."""
+    """Deliveries counted and recorded together: each request waits for the commit that holds
+    it, and every request that arrives within 5 ms of the first shares one commit."""
 
-    def __init__(self, state: WebhookState) -> None:
+    def __init__(self, state: WebhookState, now: Callable[[], float]) -> None:
         self._state = state
-        self._waiting: list[tuple[bytes, float, dict[str, str] | None,
-                                  asyncio.Future[None]]] = []
+        self._now = now
+        self._waiting: list[tuple[Delivery, asyncio.Future[bool]]] = []
 
-    async def append(self, body: bytes, received_at: float,
-                     headers: dict[str, str] | None) -> None:
+    async def append(self, delivery: Delivery) -> bool:
+        """True once counted and recorded; False if the same bytes were accepted before."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[bool] = loop.create_future()
         if not self._waiting:
             # Wait 5 ms for company: under a stream, one commit then holds a dozen requests.
             loop.call_later(0.005, self._commit)
-        self._waiting.append((body, received_at, headers, done))
-        await done
+        self._waiting.append((delivery, done))
+        return await done
 
     def _commit(self) -> None:
         batch, self._waiting = self._waiting, []
         try:
-            self._state.append_many([(body, at, headers) for body, at, headers, _ in batch])
+            fresh = self._state.accept_many([delivery for delivery, _ in batch], self._now())
         except Exception as exc:  # every request of the batch answers 503
-            for *_, done in batch:
+            for _, done in batch:
                 if not done.done():
                     done.set_exception(exc)
             return
-        for *_, done in batch:
+        for (_, done), new in zip(batch, fresh, strict=True):
             if not done.done():
-                done.set_result(None)
+                done.set_result(new)
 
 
 class WebhookAuth:
@@ -104,12 +105,16 @@ def webhook_app(
     """`forward_headers`: None when nothing is forwarded, else the request headers that travel
     with the body to the application (Content-Type always does)."""
     passed = [h.lower() for h in forward_headers or ()]
-    recorder = GroupCommit(state)
-    for result in RESULTS:
-        requests_total.labels(result)
+    recorder = GroupCommit(state, now)
+    # The answers a stream gets thousands of times a second, and their counters, made once.
+    counted = {result: requests_total.labels(result) for result in RESULTS}
+    plain = {result: json.dumps({"result": result}, separators=(",", ":")).encode()
+             for result in ("ok", "duplicate")}
 
     def answer(result: str, status: int, detail: str = "") -> Response:
-        requests_total.labels(result).inc()
+        counted[result].inc()
+        if not detail and result in plain:
+            return Response(plain[result], status, media_type="application/json")
         body: dict[str, str] = {"result": result}
         if detail:
             body["detail"] = detail
@@ -147,19 +152,17 @@ def webhook_app(
         if ctype not in {"application/json", "text/json", ""}:
             return answer("unsupported_media_type", 415, "send application/json")
         try:
-            parse(json.loads(body))
+            events = parse(json.loads(body))
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and MalformedWebhook too
             reason = str(exc) if isinstance(exc, MalformedWebhook) else "body is not valid JSON"
             return answer("malformed", 400, reason[:200])
+        headers = None
+        if forward_headers is not None:
+            headers = {"content-type": request.headers.get("content-type", "application/json")}
+            headers |= {h: request.headers[h] for h in passed if h in request.headers}
         try:
-            if state.is_duplicate_delivery(body):
+            if not await recorder.append(Delivery(body, now(), events, headers)):
                 return answer("duplicate", 200)
-            headers = None
-            if forward_headers is not None:
-                headers = {"content-type": request.headers.get("content-type",
-                                                               "application/json")}
-                headers |= {h: request.headers[h] for h in passed if h in request.headers}
-            await recorder.append(body, now(), headers)
         except Exception:  # the store, not the sender, failed: ask Meta to retry
             log.exception("webhook_record_failed")
             return answer("error", 503)

@@ -1,9 +1,11 @@
-"""Webhook state in SQLite: a durable inbox, dedupe keys and counters, exactly once.
+"""Webhook state in SQLite: dedupe keys and counters, exactly once.
 
-A delivery is acknowledged only after its body is committed to the inbox. Processing a batch of
-inbox rows (dedupe, count, mark done) is one transaction, so a crash either leaves the rows to be
-processed again or has counted them and their dedupe keys together: nothing is lost or counted
-twice. Dedupe keys live for a bounded window (Meta retries for up to 7 days; default 8).
+A delivery is counted in the commit that records it, and acknowledged only after that commit:
+its dedupe keys, counter increments, month tallies (and forwarding row) are written together,
+so a crash either loses the unacknowledged delivery (Meta retries it) or has counted it once.
+Dedupe keys live for a bounded window (Meta retries for up to 7 days; default 8). The inbox
+table holds only rows that versions before counting-at-acceptance recorded and had not yet
+counted; they are counted at start-up.
 
 Besides the counters (totals since the state file was made), messages are tallied per UTC month
 of their status timestamp, so they can be compared with the polled month-to-date numbers.
@@ -156,6 +158,54 @@ class _BatchSeen:
         self._row = set()
 
 
+class _Batch:
+    """Deliveries counted together, in memory, before the one transaction that writes them.
+
+    The dedupe keys the batch needs are looked up in one query; keys first seen in the batch are
+    remembered as it goes; a delivery already seen as a whole is a duplicate and adds nothing;
+    a delivery whose counting raises is set aside alone, its keys dropped with it."""
+
+    def __init__(self, state: WebhookState, deliveries: list[tuple[str, list[Event]]],
+                 now: float) -> None:
+        self.now = now
+        self.seen = _BatchSeen(state, [key for delivery, events in deliveries
+                                       for key in _dedupe_keys(delivery, events)])
+        self.increments: dict[tuple[str, Labels], float] = {}
+        self.tallies: dict[tuple[int, MonthKey], list[float]] = {}
+        self.duplicates: list[bool] = []
+        self.set_aside: list[tuple[int, str]] = []  # (index, error)
+        for index, (delivery, events) in enumerate(deliveries):
+            self.seen.start_row()
+            if self.seen.check(delivery):
+                self.duplicates.append(True)
+                continue
+            self.duplicates.append(False)
+            try:
+                row_increments, row_tallies = state._process(events, now, self.seen.check)
+            except Exception as exc:  # a delivery we cannot count must not wedge the others
+                log.exception("webhook_processing_failed", delivery=delivery)
+                self.seen.drop_row()
+                self.set_aside.append((index, f"{type(exc).__name__}: {exc}"[:300]))
+                continue
+            self.seen.keep_row()
+            for series, amount in row_increments.items():
+                self.increments[series] = self.increments.get(series, 0.0) + amount
+            for where, (messages, cost) in row_tallies.items():
+                tally = self.tallies.setdefault(where, [0.0, 0.0])
+                tally[0] += messages
+                tally[1] += cost
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An accepted request: its exact bytes, and the events the receiver parsed from them."""
+
+    body: bytes
+    received_at: float
+    events: list[Event]
+    forward_headers: dict[str, str] | None = None
+
+
 def digits(phone: str) -> str:
     return "".join(ch for ch in phone if ch.isdigit())
 
@@ -219,126 +269,111 @@ class WebhookState:
 
     # -- request path ----------------------------------------------------------------------------
 
-    def is_duplicate_delivery(self, body: bytes) -> bool:
-        """The same bytes were accepted before, whether already counted or still waiting."""
-        sha = hashlib.sha256(body).hexdigest()
-        key = _delivery_key(sha)
-        return self._db.execute(
-            "SELECT 1 FROM webhook_seen_h WHERE h=? UNION ALL "
-            "SELECT 1 FROM webhook_inbox WHERE sha=? LIMIT 1", (_key_hash(key), sha)
-        ).fetchone() is not None or self._seen_before_hashing(key)
+    def accept_many(self, deliveries: Sequence[Delivery], now: float) -> list[bool]:
+        """Count accepted deliveries and record them in one commit; after it their answers may
+        go. Returns, per delivery, False where the same bytes were accepted before (a retry:
+        nothing is counted or forwarded again), True otherwise.
 
-    def append(self, body: bytes, received_at: float,
-               forward_headers: dict[str, str] | None = None) -> None:
-        """Durably record an accepted delivery (see `append_many`)."""
-        self.append_many([(body, received_at, forward_headers)])
-
-    def append_many(
-        self, deliveries: Sequence[tuple[bytes, float, dict[str, str] | None]]
-    ) -> None:
-        """Durably record accepted deliveries, and queue them for forwarding, in one commit:
-        after this their 200s may go. The receiver gathers the requests that arrive together
-        into one call, so a busy stream pays one commit per batch rather than per delivery."""
+        The receiver gathers the requests that arrive together into one call, so a busy stream
+        pays one commit, and one dedupe look-up, per batch rather than per delivery. A delivery
+        whose counting raises is kept in the dead-letter table (and still forwarded): it was
+        valid when accepted, so it is answered 200 and never thrown away."""
         if not deliveries:
-            return
+            return []
+        shas = [hashlib.sha256(d.body).hexdigest() for d in deliveries]
+        batch = _Batch(self, [(_delivery_key(sha), d.events) for sha, d in zip(
+            shas, deliveries, strict=True)], now)
+        fresh = [not duplicate for duplicate in batch.duplicates]
+        dead = [(deliveries[i].received_at, deliveries[i].body, error, now)
+                for i, error in batch.set_aside]
+        kept = [d for d, new in zip(deliveries, fresh, strict=True) if new]
         with self._transaction():
-            self._db.executemany(
-                "INSERT INTO webhook_inbox (received_at, body, sha) VALUES (?, ?, ?)",
-                [(received_at, body, hashlib.sha256(body).hexdigest())
-                 for body, received_at, _ in deliveries])
+            self._write(batch)
+            self._db.executemany("INSERT INTO webhook_dead (received_at, body, error, failed_at)"
+                                 " VALUES (?, ?, ?, ?)", dead)
             if self.outbox is not None:
-                for body, received_at, headers in deliveries:
-                    self.outbox.add(body, headers or {}, received_at)
-            if self.first_received_at is None:
+                for d in kept:
+                    self.outbox.add(d.body, d.forward_headers or {}, d.received_at)
+            if self.first_received_at is None and kept:
                 self._db.execute("INSERT OR IGNORE INTO webhook_meta VALUES "
-                                 "('first_received_at', ?)", (str(deliveries[0][1]),))
-        self.pending += len(deliveries)
-        if self.first_received_at is None:
-            self.first_received_at = deliveries[0][1]
+                                 "('first_received_at', ?)", (str(kept[0].received_at),))
+        self._apply(batch)
+        self.dead += len(dead)
+        if self.first_received_at is None and kept:
+            self.first_received_at = kept[0].received_at
         if self.outbox is not None:
-            for _, received_at, _ in deliveries:
-                self.outbox.added(received_at)
+            for d in kept:
+                self.outbox.added(d.received_at)
+        return fresh
 
-    # -- processing ------------------------------------------------------------------------------
+    # -- rows recorded by earlier versions -------------------------------------------------------
 
     def process_pending(self, now: float, limit: int = 500) -> int:
-        """Count every recorded delivery not yet counted; return how many were processed.
-
-        A batch of rows is counted in memory first: the dedupe keys it needs are looked up in
-        one query, keys first seen in the batch are remembered as it goes, and a row that cannot
-        be counted is set aside alone. Then one transaction writes the new keys, the counters
-        (once per series) and the rows' removal from the inbox; the counters in memory change
-        only after that commit. Only this method writes dedupe keys, so nothing can slip in
-        between the look-up and the commit."""
+        """Count inbox rows that an earlier version recorded but had not counted (it counted
+        after acknowledging); return how many were processed. Dedupe keys make a row whose
+        delivery was meanwhile counted again add nothing. A row that cannot be counted is
+        moved to the dead-letter table."""
         rows = self._db.execute(
             "SELECT id, body, sha FROM webhook_inbox ORDER BY id LIMIT ?", (limit,)).fetchall()
         if not rows:
             return 0
-        parsed: list[tuple[int, str, list[Event]]] = []  # (row id, delivery key, events)
-        for row_id, raw, sha in rows:
+        parsed: list[tuple[str, list[Event]]] = []  # (delivery key, events)
+        for _, raw, sha in rows:
             try:
                 events = parse(json.loads(bytes(raw)))
             except ValueError:
                 events = []  # validated before it was accepted: a schema change must not wedge
-            parsed.append((int(row_id), _delivery_key(str(sha)), events))
-        seen = _BatchSeen(self, [key for _, delivery, events in parsed
-                                 for key in _dedupe_keys(delivery, events)])
-        increments: dict[tuple[str, Labels], float] = {}
-        tallies: dict[tuple[int, MonthKey], list[float]] = {}
-        set_aside: list[tuple[str, float, int]] = []
-        for row_id, delivery, events in parsed:
-            seen.start_row()
-            try:
-                row_increments, row_tallies = self._process(delivery, events, now, seen.check)
-            except Exception as exc:  # a row we cannot count must not wedge the others
-                log.exception("webhook_processing_failed", delivery=row_id)
-                seen.drop_row()
-                set_aside.append((f"{type(exc).__name__}: {exc}"[:300], now, row_id))
-                continue
-            seen.keep_row()
-            for series, amount in row_increments.items():
-                increments[series] = increments.get(series, 0.0) + amount
-            for where, (messages, cost) in row_tallies.items():
-                tally = tallies.setdefault(where, [0.0, 0.0])
-                tally[0] += messages
-                tally[1] += cost
+            parsed.append((_delivery_key(str(sha)), events))
+        batch = _Batch(self, parsed, now)
         with self._transaction():
-            self._db.executemany("INSERT OR IGNORE INTO webhook_seen_h VALUES (?, ?)",
-                                 [(h, now) for h in seen.new])
+            self._write(batch)
             # Kept in a dead-letter table: nothing acknowledged is thrown away.
-            self._db.executemany("INSERT INTO webhook_dead SELECT id, received_at, body, ?, ? "
-                                 "FROM webhook_inbox WHERE id=?", set_aside)
-            self._db.executemany(
-                "INSERT INTO webhook_counters VALUES (?, ?, ?) ON CONFLICT(metric, labels) "
-                "DO UPDATE SET value = value + excluded.value",
-                [(metric, json.dumps(labels), amount)
-                 for (metric, labels), amount in increments.items()])
-            self._db.executemany(
-                "INSERT INTO webhook_months VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT "
-                "(month_start, waba_id, channel_id, category) DO UPDATE SET "
-                "messages = messages + excluded.messages, cost = cost + excluded.cost",
-                [(month, *key, messages, cost)
-                 for (month, key), (messages, cost) in tallies.items()])
+            self._db.executemany("INSERT INTO webhook_dead (received_at, body, error, failed_at)"
+                                 " SELECT received_at, body, ?, ? FROM webhook_inbox WHERE id=?",
+                                 [(error, now, rows[i][0]) for i, error in batch.set_aside])
             self._db.executemany("DELETE FROM webhook_inbox WHERE id=?",
-                                 [(row_id,) for row_id, _, _ in parsed])
-        for (metric, labels), amount in increments.items():
+                                 [(row_id,) for row_id, _, _ in rows])
+        self._apply(batch)
+        self.dead += len(batch.set_aside)
+        self.pending = max(0, self.pending - len(rows))
+        return len(rows)
+
+    # -- counting --------------------------------------------------------------------------------
+
+    def _write(self, batch: _Batch) -> None:
+        """A counted batch's keys, counters and month tallies, inside the caller's transaction:
+        each series is written once per batch."""
+        self._db.executemany("INSERT OR IGNORE INTO webhook_seen_h VALUES (?, ?)",
+                             [(h, batch.now) for h in batch.seen.new])
+        self._db.executemany(
+            "INSERT INTO webhook_counters VALUES (?, ?, ?) ON CONFLICT(metric, labels) "
+            "DO UPDATE SET value = value + excluded.value",
+            [(metric, json.dumps(labels), amount)
+             for (metric, labels), amount in batch.increments.items()])
+        self._db.executemany(
+            "INSERT INTO webhook_months VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT "
+            "(month_start, waba_id, channel_id, category) DO UPDATE SET "
+            "messages = messages + excluded.messages, cost = cost + excluded.cost",
+            [(month, *key, messages, cost)
+             for (month, key), (messages, cost) in batch.tallies.items()])
+
+    def _apply(self, batch: _Batch) -> None:
+        """The memory side of a committed batch: only after the commit, so what is exposed
+        never runs ahead of what a restart would load."""
+        for (metric, labels), amount in batch.increments.items():
             self.journal.written(self._add(metric, labels, amount))
-        for (month, key), (messages, cost) in tallies.items():
+        for (month, key), (messages, cost) in batch.tallies.items():
             tally = self.months.setdefault(month, {}).setdefault(key, [0.0, 0.0])
             tally[0] += messages
             tally[1] += cost
-        self.dead += len(set_aside)
-        self.pending = max(0, self.pending - len(rows))
-        self.version += 1
-        return len(rows)
+        if batch.increments:
+            self.version += 1
 
-    def _process(self, delivery: str, events: list[Event], now: float,
-                 seen: Callable[[str], bool]) -> tuple[
+    def _process(self, events: list[Event], now: float, seen: Callable[[str], bool]) -> tuple[
             dict[tuple[str, Labels], float], dict[tuple[int, MonthKey], list[float]]]:
         """One delivery's increments and month tallies; `seen` decides (and remembers) keys."""
         increments: dict[tuple[str, Labels], float] = {}
         tallies: dict[tuple[int, MonthKey], list[float]] = {}
-        seen(delivery)
         for event in events:
             for metric, labels, amount in self._count(event, now, seen):
                 increments[(metric, labels)] = increments.get((metric, labels), 0) + amount

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import json
 import zlib
 from decimal import Decimal
 from types import SimpleNamespace
@@ -23,7 +22,7 @@ from exporter.selfmetrics import SelfMetrics
 from exporter.store import Store
 from exporter.webhooks.collector import WebhookCollector
 from exporter.webhooks.state import ChannelLabel, WebhookState
-from tests.component.webhooks_kit import status_body
+from tests.component.webhooks_kit import accept, status_body
 
 DEC = 1_764_547_200
 CH = Channel("ch_1", "cl_1", "wa_1", "1049", "+49151", "Support", "ready")
@@ -242,9 +241,8 @@ def test_webhook_counters_render_per_channel_as_prometheus_client_would(tmp_path
 
     def deliver(i: int, status: str, category: str = "utility") -> None:
         number = list(numbers)[i] if i < len(numbers) else f"3{i}"  # unknown: pn_ series
-        state.append(json.dumps(status_body(f"wamid.{i}.{category}", status, category,
-                                            number=number, pn_id=str(i))).encode(), DEC)
-        state.process_pending(DEC)
+        accept(state, status_body(f"wamid.{i}.{category}", status, category, number=number,
+                                  pn_id=str(i)), DEC)
 
     for i in range(0, 90, 2):
         deliver(i, "sent")

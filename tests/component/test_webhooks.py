@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 
 from exporter.webhooks.receiver import WebhookAuth, webhook_app
 from exporter.webhooks.state import MESSAGES, STATUSES_METRIC
-from tests.component.webhooks_kit import SECRET, Receiver, call_body, status_body
+from tests.component.webhooks_kit import (
+    SECRET,
+    Receiver,
+    accept,
+    call_body,
+    record_as_earlier_version,
+    status_body,
+)
 
 
 @pytest.fixture
@@ -26,12 +33,11 @@ def rx(tmp_path):
     r.state.close()
 
 
-async def test_an_accepted_delivery_is_recorded_then_counted_once(rx):
-    """200 comes after the inbox write; processing counts the status and the billable message."""
+async def test_an_accepted_delivery_is_counted_once_before_its_answer(rx):
+    """200 comes after the commit that counts the status and the billable message."""
     r = await rx.post(status_body())
     assert r.status_code == 200
-    assert rx.state.pending == 1
-    rx.state.process_pending(now=1.0)
+    assert rx.state.pending == 0
     assert rx.count(STATUSES_METRIC, status="delivered") == 1
     key = ("104996122399160", "ch_A1", "marketing", "regular", "true")
     assert rx.state.counters[MESSAGES] == {key: 1}
@@ -43,25 +49,30 @@ async def test_retries_and_later_statuses_do_not_count_a_message_twice(rx):
     again = await rx.post(status_body())
     assert again.json()["result"] == "duplicate"
     await rx.post(status_body(status="read"))
-    rx.state.process_pending(now=1.0)
     assert sum(rx.state.counters[MESSAGES].values()) == 1
     assert rx.count(STATUSES_METRIC) == 2
     assert rx.result("duplicate") == 1
 
 
 async def test_a_restart_neither_loses_nor_double_counts(tmp_path):
-    """Deliveries recorded before a crash are counted after it, once; counters persist."""
+    """Counters and dedupe keys persist; rows an earlier version recorded but had not counted
+    are counted after the upgrade, once, even when Meta retried them meanwhile."""
     rx = Receiver(tmp_path)
     await rx.post(status_body("wamid.1"))
-    rx.state.process_pending(now=1.0)
-    await rx.post(status_body("wamid.2"))  # recorded, not yet counted: then the process dies
+    record_as_earlier_version(rx.state, status_body("wamid.2"), 1.0)
+    record_as_earlier_version(rx.state, status_body("wamid.3"), 1.0)
     rx.state.close()
     again = Receiver(tmp_path)
-    assert again.state.pending == 1
-    again.state.process_pending(now=2.0)
-    assert sum(again.state.counters[MESSAGES].values()) == 2
-    replay = await again.post(status_body("wamid.1", status="delivered"))
-    assert replay.json()["result"] == "duplicate"
+    assert again.state.pending == 2
+    assert sum(again.state.counters[MESSAGES].values()) == 1
+    retried = await again.post(status_body("wamid.3"))  # Meta's retry, before the inbox drains
+    assert retried.json()["result"] == "ok"
+    assert again.state.process_pending(now=2.0) == 2
+    assert again.state.pending == 0
+    assert sum(again.state.counters[MESSAGES].values()) == 3
+    for wamid in ("wamid.1", "wamid.2", "wamid.3"):
+        replay = await again.post(status_body(wamid))
+        assert replay.json()["result"] == "duplicate"
     again.state.close()
 
 
@@ -70,7 +81,7 @@ async def test_a_restart_neither_loses_nor_double_counts(tmp_path):
 async def test_a_wrong_or_missing_secret_is_refused(rx, headers, expected):
     """Without the shared secret the body is not recorded."""
     assert (await rx.post(status_body(), headers)).status_code == expected
-    assert rx.state.pending == 0
+    assert rx.recorded() == 0
     assert rx.result("unauthorized") == 1
 
 
@@ -91,7 +102,7 @@ async def test_malformed_bodies_get_400(rx, raw):
     """Bodies that are not JSON, or not a WhatsApp webhook, are 400 and recorded nowhere."""
     r = await rx.post(None, raw=raw)
     assert r.status_code == 400
-    assert rx.state.pending == 0
+    assert rx.recorded() == 0
 
 
 async def test_wrong_types_get_400_naming_the_field(rx):
@@ -117,7 +128,6 @@ async def test_unknown_categories_and_numbers_are_bounded(tmp_path):
     for i in range(5):
         await rx.post(status_body(f"wamid.{i}", category="brand_new_category",
                                   number=f"1555000000{i}", pn_id=f"pn{i}"))
-    rx.state.process_pending(now=1.0)
     channels = {k[1] for k in rx.state.counters[MESSAGES]}
     categories = {k[2] for k in rx.state.counters[MESSAGES]}
     assert channels == {"pn_pn0", "pn_pn1", "other"}
@@ -133,7 +143,6 @@ async def test_v23_conversation_shape_is_accepted(rx):
     s["conversation"] = {"id": "c1", "origin": {"type": "utility"}}
     s["pricing"] = {"billable": True, "pricing_model": "CBP"}
     assert (await rx.post(body)).status_code == 200
-    rx.state.process_pending(now=1.0)
     assert {k[2] for k in rx.state.counters[MESSAGES]} == {"utility"}
 
 
@@ -142,7 +151,6 @@ async def test_calls_are_counted_once_when_they_end(rx):
     await rx.post(call_body("connect", caller="4917600000000", callee="4915100000000"))
     await rx.post(call_body(status="COMPLETED", duration=56))
     await rx.post(call_body(status="COMPLETED", duration=56, timestamp="1751371201"))
-    rx.state.process_pending(now=1.0)
     assert rx.state.counters["calls"] == {
         ("104996122399160", "ch_A1", "business_initiated", "completed"): 1}
     assert rx.state.counters["call_seconds"] == {
@@ -170,7 +178,6 @@ async def test_any_json_gets_a_2xx_or_a_4xx_never_a_5xx(rx, body, mutate):
         body = real
     r = await rx.post(body)
     assert r.status_code in (200, 400)
-    rx.state.process_pending(now=1.0)
 
 
 WAMIDS = [f"wamid.{i}" for i in range(6)]
@@ -208,7 +215,6 @@ async def test_generated_streams_are_counted_like_the_model(tmp_path_factory, de
     order = deliveries + [deliveries[i] for i in repeats if i < len(deliveries)]
     for events in order:
         assert (await rx.post(delivery(events))).status_code == 200
-    rx.state.process_pending(now=1.0)
     statuses, messages, seen = {}, {}, set()
     for events in deliveries:
         for wamid, status, pricing in events:
@@ -239,7 +245,7 @@ async def test_a_status_or_call_without_its_id_is_400(rx):
     call = call_body(status="COMPLETED", duration=5)
     del call["entry"][0]["changes"][0]["value"]["calls"][0]["id"]
     assert (await rx.post(call)).status_code == 400
-    assert rx.state.pending == 0
+    assert rx.recorded() == 0
 
 
 async def test_a_trickling_body_is_cut_off_with_408(tmp_path):
@@ -261,7 +267,7 @@ async def test_a_trickling_body_is_cut_off_with_408(tmp_path):
                               headers={"X-Webhook-Secret": SECRET})
     assert r.status_code == 408
     assert rx.result("timeout") == 1
-    assert rx.state.pending == 0
+    assert rx.recorded() == 0
     rx.state.close()
 
 
@@ -274,40 +280,52 @@ async def test_a_timestamp_that_cannot_be_a_date_is_400(rx):
     assert "not a unix time" in r.json()["detail"]
 
 
-async def test_a_row_that_cannot_be_counted_is_set_aside_not_wedging_the_rest(rx, monkeypatch):
-    """A delivery whose counting raises goes to the dead-letter table; later ones count."""
-    await rx.post(status_body("wamid.poison"))
-    await rx.post(status_body("wamid.fine"))
+async def test_a_delivery_that_cannot_be_counted_is_set_aside_not_lost(rx, monkeypatch):
+    """A delivery whose counting raises is answered 200 and kept in the dead-letter table; the
+    deliveries committed with it count, and a legacy inbox row does the same."""
     real = rx.state._count
 
     def count(event, now, seen):
-        if event.message_id == "wamid.poison":
+        if event.message_id.startswith("wamid.poison"):
             raise RuntimeError("a bug we have not met yet")
         return real(event, now, seen)
 
     monkeypatch.setattr(rx.state, "_count", count)
+    transport = httpx.ASGITransport(app=rx.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://wh") as client:
+        answers = await asyncio.gather(*(client.post("/webhook", content=json.dumps(
+            status_body(wamid)).encode(), headers={"Content-Type": "application/json",
+                                                   "X-Webhook-Secret": SECRET})
+            for wamid in ("wamid.before", "wamid.poison", "wamid.after")))
+    assert [a.json()["result"] for a in answers] == ["ok"] * 3
+    record_as_earlier_version(rx.state, status_body("wamid.poison.2"), 1.0)
+    record_as_earlier_version(rx.state, status_body("wamid.fine"), 1.0)
     assert rx.state.process_pending(now=1.0) == 2
-    assert rx.state.dead == 1
+    assert rx.state.dead == 2
     assert rx.state.pending == 0
-    assert sum(rx.state.counters[MESSAGES].values()) == 1
-    kept = rx.state._db.execute("SELECT error FROM webhook_dead").fetchall()
-    assert kept == [("RuntimeError: a bug we have not met yet",)]
-    # The poison row's dedupe keys went with it; the rows either side of it were counted.
+    assert sum(rx.state.counters[MESSAGES].values()) == 3
+    kept = rx.state._db.execute("SELECT error, body FROM webhook_dead ORDER BY id").fetchall()
+    assert [error for error, _ in kept] == ["RuntimeError: a bug we have not met yet"] * 2
+    assert b"wamid.poison" in kept[0][1]
+    # The poison deliveries' dedupe keys went with them; those either side were counted.
     assert not rx.state.seen_before("m:wamid.poison")
+    assert rx.state.seen_before("m:wamid.before")
+    assert rx.state.seen_before("m:wamid.after")
     assert rx.state.seen_before("m:wamid.fine")
 
 
 async def test_requests_arriving_together_share_one_commit(rx, monkeypatch):
-    """Concurrent deliveries are recorded in a few commits, each answered only after its own
-    row is committed; a failing commit answers all of its requests 503."""
+    """Concurrent deliveries are counted and recorded in a few commits, each answered only
+    after its own commit; a duplicate inside one batch is answered as one; a failing commit
+    answers all of its requests 503 and counts none of them."""
     commits = []
-    real = rx.state.append_many
+    real = rx.state.accept_many
 
-    def append_many(deliveries):
+    def accept_many(deliveries, now):
         commits.append(len(deliveries))
-        real(deliveries)
+        return real(deliveries, now)
 
-    monkeypatch.setattr(rx.state, "append_many", append_many)
+    monkeypatch.setattr(rx.state, "accept_many", accept_many)
     transport = httpx.ASGITransport(app=rx.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://wh") as client:
         async def post(i):
@@ -315,20 +333,38 @@ async def test_requests_arriving_together_share_one_commit(rx, monkeypatch):
                 status_body(f"wamid.g{i}")).encode(), headers={
                 "Content-Type": "application/json", "X-Webhook-Secret": SECRET})
 
-        answers = await asyncio.gather(*(post(i) for i in range(40)))
-        assert [a.status_code for a in answers] == [200] * 40
-        assert sum(commits) == 40
-        assert len(commits) < 40
-        assert rx.state.pending == 40
+        answers = await asyncio.gather(*(post(i) for i in [*range(40), 7]))
+        assert [a.status_code for a in answers] == [200] * 41
+        assert sorted(a.json()["result"] for a in answers).count("duplicate") == 1
+        assert sum(commits) == 41
+        assert len(commits) < 41
+        assert sum(rx.state.counters[MESSAGES].values()) == 40
 
-        def broken(deliveries):
+        def broken(deliveries, now):
             raise sqlite3.OperationalError("disk I/O error")
 
-        monkeypatch.setattr(rx.state, "append_many", broken)
+        monkeypatch.setattr(rx.state, "accept_many", broken)
         answers = await asyncio.gather(*(post(i) for i in range(40, 45)))
         assert [a.status_code for a in answers] == [503] * 5
-    assert rx.state.process_pending(now=1.0) == 40
-    assert sum(rx.state.counters[MESSAGES].values()) == 40
+        monkeypatch.setattr(rx.state, "accept_many", real)
+        answers = await asyncio.gather(*(post(i) for i in range(40, 45)))  # Meta's retries
+        assert [a.json()["result"] for a in answers] == ["ok"] * 5
+    assert sum(rx.state.counters[MESSAGES].values()) == 45
+
+
+def test_a_failed_commit_changes_nothing_in_memory(rx, monkeypatch):
+    """Counters in memory change only after the commit: what /metrics shows never runs ahead
+    of what a restart would load."""
+    accept(rx.state, status_body("wamid.1"), 1.0)
+    before = rx.state.counters, rx.state.version
+    monkeypatch.setattr(rx.state, "_write", lambda batch: (_ for _ in ()).throw(
+        sqlite3.OperationalError("database or disk is full")))
+    with pytest.raises(sqlite3.OperationalError):
+        accept(rx.state, status_body("wamid.2"), 1.0)
+    assert (rx.state.counters, rx.state.version) == before
+    monkeypatch.undo()
+    assert accept(rx.state, status_body("wamid.2"), 1.0)
+    assert sum(rx.state.counters[MESSAGES].values()) == 2
 
 
 async def test_text_dedupe_keys_of_earlier_versions_still_count(rx):
@@ -338,7 +374,6 @@ async def test_text_dedupe_keys_of_earlier_versions_still_count(rx):
     rx.state._legacy_seen = rx.state._has_legacy_seen()
     await rx.post(status_body("wamid.old", "sent"))
     await rx.post(status_body("wamid.old", "delivered"))
-    rx.state.process_pending(now=1_751_371_300.0)
     assert sum(rx.state.counters.get(MESSAGES, {}).values()) == 0  # counted before
     assert rx.count(STATUSES_METRIC, status="delivered") == 1
     assert rx.count(STATUSES_METRIC, status="sent") == 0

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter
 
+from exporter.webhooks.parser import parse
 from exporter.webhooks.ratecard import RateCard
 from exporter.webhooks.receiver import WebhookAuth, webhook_app
-from exporter.webhooks.state import ChannelLabel, WebhookState
+from exporter.webhooks.state import ChannelLabel, Delivery, WebhookState
 
 SECRET = "s3cret-header-value"
 KNOWN = {"4915100000000": ChannelLabel("104996122399160", "ch_A1")}
@@ -24,6 +26,20 @@ def status_body(wamid="wamid.1", status="delivered", category="marketing", prici
     return {"object": "whatsapp_business_account", "entry": [{"id": "104996122399160", "changes": [
         {"field": "messages", "value": {"messaging_product": "whatsapp", "metadata": {
             "display_phone_number": number, "phone_number_id": pn_id}, "statuses": [s]}}]}]}
+
+
+def accept(state: WebhookState, body: dict, at: float) -> bool:
+    """Count one delivery as the receiver would after validating it (no HTTP)."""
+    raw = json.dumps(body).encode()
+    return state.accept_many([Delivery(raw, at, parse(body))], at)[0]
+
+
+def record_as_earlier_version(state: WebhookState, body: dict, at: float) -> None:
+    """An inbox row as versions before counting-at-acceptance left it: recorded, not counted."""
+    raw = json.dumps(body).encode()
+    state._db.execute("INSERT INTO webhook_inbox (received_at, body, sha) VALUES (?, ?, ?)",
+                      (at, raw, hashlib.sha256(raw).hexdigest()))
+    state.pending += 1
 
 
 class Receiver:
@@ -51,6 +67,11 @@ class Receiver:
         transport = httpx.ASGITransport(app=self.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://wh") as client:
             return await client.post("/webhook", content=content, headers=h)
+
+    def recorded(self) -> int:
+        """Rows any delivery left: dedupe keys, dead letters, inbox rows."""
+        return sum(self.state._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                   for table in ("webhook_seen_h", "webhook_dead", "webhook_inbox"))
 
     def result(self, name):
         return self.registry.get_sample_value("r_total", {"result": name}) or 0

@@ -40,7 +40,6 @@ async def test_webhook_estimate_matches_the_polled_truth(tmp_path):
         clock.set(t)
         await emitter.tick()
         assert emitter.failed == 0
-        rig.exporter.webhooks.process_pending(t)
         await rig.run_until(t)
         rig.exporter.reconciler.observe()
         if t == START + 3600:
