@@ -2,25 +2,27 @@
 is called, not scrapes. Series of retired channels vanish because they are no longer in the
 store, not because anything removes them.
 
-`channel_samples()` is the one place that decides a channel's series; `UsageCollector` turns
+`channel_series()` is the one place that decides a channel's series; `UsageCollector` turns
 them into prometheus-client families (the reference rendering, used by tests and for the small
-parts), and `exposition.UsageRenderer` renders and caches them per channel at fleet scale.
+parts), and `ChannelSeries.lines()` writes the same series as text for the exposition's
+per-channel renderer at fleet scale.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import cast
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString as _untyped_go_float
 
 from exporter.clock import Clock
 from exporter.domain import Balance, Channel, MonthUsage
 from exporter.journal import Journal
-from exporter.labels import CATEGORIES, DIRECTIONS, PRICING_TYPES, bounded
+from exporter.labels import CATEGORIES, DIRECTIONS, OTHER, PRICING_TYPES
 from exporter.scheduler import reporting_month
 from exporter.store import ChannelUsage, Store
 
@@ -63,67 +65,190 @@ PARTNER_BALANCE = Family("whatsapp_partner_balance", "gauge", "Partner balance p
                          "currency, in currency units.")
 
 
+def escape(value: str) -> str:
+    """A label value as prometheus-client escapes it (both formats)."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+# prometheus-client leaves it untyped; the same function keeps our lines byte-equal to its own.
+_go_float = cast("Callable[[float], str]", _untyped_go_float)
+
+
+_INF = float("inf")
+
+
+def go_float(value: float) -> str:
+    """`floatToGoString`, with its common case inline: a finite float below a million is its
+    repr (above, Go switches to exponents; inf and NaN have names)."""
+    if type(value) is float and -_INF < value < 1e6:
+        return repr(value)
+    return _go_float(value)
+
+
+def sample_lines(name: str, samples: Samples) -> str:
+    """Sample lines exactly as prometheus-client writes them (both formats share them), for
+    any labels; `channel_lines` is the fast path for the per-channel families."""
+    out = []
+    for labels, value in samples:
+        if labels:
+            pairs = ",".join(f'{k}="{escape(v)}"' for k, v in sorted(labels.items()))
+            out.append(f"{name}{{{pairs}}} {go_float(value)}\n")
+        else:
+            out.append(f"{name} {go_float(value)}\n")
+    return "".join(out)
+
+
+class FixedLabels:
+    """Sample lines of a family whose samples all carry the same label names, given as value
+    tuples in `names` order: the sorted order is worked out once, and each distinct value is
+    escaped once per call (a channel's own ids repeat on every line)."""
+
+    def __init__(self, sample_name: str, names: Sequence[str]) -> None:
+        self._name = sample_name
+        self._order = sorted(range(len(names)), key=names.__getitem__)
+        self._heads = [f'{names[i]}="' for i in self._order]
+
+    def lines(self, rows: Iterable[tuple[Sequence[str], float]]) -> str:
+        escaped: dict[str, str] = {}
+        out = []
+        for values, value in rows:
+            parts = []
+            for head, i in zip(self._heads, self._order, strict=True):
+                raw = values[i]
+                text = escaped.get(raw)
+                if text is None:
+                    text = escaped[raw] = escape(raw)
+                parts.append(head + text)
+            out.append(self._name + "{" + '",'.join(parts) + '"} ' + go_float(value) + "\n")
+        return "".join(out)
+
+
+MessageRow = tuple[str, str, float, float]  # category, pricing_type, volume, cost
+CallRow = tuple[str, float, float, float]  # direction, count, seconds, cost
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSeries:
+    """What one channel exposes, decided once; `samples()` and `lines()` only present it."""
+
+    channel: Channel
+    fetched_at: float | None  # None: never polled, no usage series
+    currency: str
+    messages: list[MessageRow]
+    calls: list[CallRow]
+    balance: Balance | None
+
+    def samples(self) -> tuple[Samples, ...]:
+        """One list of samples per entry of CHANNEL_FAMILIES (the reference presentation)."""
+        ch = self.channel
+        base = {"client_id": ch.client_id, "waba_id": ch.waba_label, "channel_id": ch.id}
+        info = [(base | {"phone_number": ch.phone_number, "name": ch.name,
+                         "status": ch.status}, 1.0)]
+        messages: Samples = []
+        cost: Samples = []
+        for c, p, volume, amount in self.messages:
+            labels = base | {"category": c, "pricing_type": p}
+            messages.append((labels, volume))
+            cost.append((labels | {"currency": self.currency}, amount))
+        calls: Samples = []
+        duration: Samples = []
+        call_cost: Samples = []
+        for d, count, seconds, amount in self.calls:
+            labels = base | {"direction": d}
+            calls.append((labels, count))
+            duration.append((labels, seconds))
+            call_cost.append((labels | {"currency": self.currency}, amount))
+        updated: Samples = [] if self.fetched_at is None else [(base, self.fetched_at)]
+        balances: Samples = [] if self.balance is None else [
+            (base | {"currency": self.balance.currency}, float(self.balance.amount))]
+        return messages, cost, calls, duration, call_cost, updated, info, balances
+
+    def lines(self) -> tuple[str, ...]:
+        """The same samples as text, one string per family, byte for byte what `samples()`
+        renders to: the label names are fixed, so each line is the channel's escaped values
+        put once into prefixes in sorted label order (the tests hold this to prometheus-client's
+        rendering). The bounded labels (category, pricing_type, direction) need no escaping."""
+        ch = self.channel
+        ids = f'channel_id="{escape(ch.id)}",client_id="{escape(ch.client_id)}"'
+        waba = f'waba_id="{escape(ch.waba_label)}"'
+        currency = f'currency="{escape(self.currency)}"'
+        messages = "".join([
+            f'whatsapp_messages_total{{category="{c}",{ids},pricing_type="{p}",{waba}}} '
+            f"{go_float(volume)}\n" for c, p, volume, _ in self.messages])
+        cost = "".join([
+            f'whatsapp_cost_total{{category="{c}",{ids},{currency},pricing_type="{p}",{waba}}} '
+            f"{go_float(amount)}\n" for c, p, _, amount in self.messages])
+        calls = "".join([
+            f'whatsapp_calls_total{{{ids},direction="{d}",{waba}}} {go_float(count)}\n'
+            for d, count, _, _ in self.calls])
+        duration = "".join([
+            f'whatsapp_call_duration_seconds_total{{{ids},direction="{d}",{waba}}} '
+            f"{go_float(seconds)}\n" for d, _, seconds, _ in self.calls])
+        call_cost = "".join([
+            f'whatsapp_call_cost_total{{{ids},{currency},direction="{d}",{waba}}} '
+            f"{go_float(amount)}\n" for d, _, _, amount in self.calls])
+        updated = "" if self.fetched_at is None else (
+            f"whatsapp_usage_updated_timestamp_seconds{{{ids},{waba}}} "
+            f"{go_float(self.fetched_at)}\n")
+        info = (f'whatsapp_channel_info{{{ids},name="{escape(ch.name)}",'
+                f'phone_number="{escape(ch.phone_number)}",status="{escape(ch.status)}",'
+                f"{waba}}} 1.0\n")
+        balance = "" if self.balance is None else (
+            f'whatsapp_channel_balance{{{ids},currency="{escape(self.balance.currency)}",'
+            f"{waba}}} {go_float(float(self.balance.amount))}\n")
+        return messages, cost, calls, duration, call_cost, updated, info, balance
+
+
+def channel_series(ch: Channel, usage: ChannelUsage | None, balance: Balance | None,
+                   month: int) -> ChannelSeries:
+    if usage is None:
+        return ChannelSeries(ch, None, "", [], [], balance)
+    current = usage.months.get(month)
+    before = [u for m, u in usage.months.items() if m < month]
+    currency, messages, calls = _month_rows(current, before)
+    return ChannelSeries(ch, usage.fetched_at, currency, messages, calls, balance)
+
+
 def channel_samples(ch: Channel, usage: ChannelUsage | None, balance: Balance | None,
                     month: int) -> tuple[Samples, ...]:
     """One list of samples per entry of CHANNEL_FAMILIES, for one channel."""
-    messages: Samples = []
-    cost: Samples = []
-    calls: Samples = []
-    duration: Samples = []
-    call_cost: Samples = []
-    updated: Samples = []
-    base = {"client_id": ch.client_id, "waba_id": ch.waba_label, "channel_id": ch.id}
-    info = [(base | {"phone_number": ch.phone_number, "name": ch.name, "status": ch.status},
-             1.0)]
-    if usage is not None:
-        updated.append((base, usage.fetched_at))
-        current = usage.months.get(month)
-        before = [u for m, u in usage.months.items() if m < month]
-        _add_month(base, current, before, (messages, cost, calls, duration, call_cost))
-    balances: Samples = []
-    if balance is not None:
-        balances.append((base | {"currency": balance.currency}, float(balance.amount)))
-    return messages, cost, calls, duration, call_cost, updated, info, balances
+    return channel_series(ch, usage, balance, month).samples()
 
 
-def _add_month(
-    base: Labels,
-    current: MonthUsage | None,
-    before: list[MonthUsage],
-    out: tuple[Samples, ...],
-) -> None:
-    messages, cost, calls, duration, call_cost = out
+_ZERO = Decimal(0)
+
+
+def _month_rows(current: MonthUsage | None, before: list[MonthUsage],
+                ) -> tuple[str, list[MessageRow], list[CallRow]]:
+    # Counts are summed as ints and money as Decimal, each converted to float once at the end.
+    # (`bounded` is written out inline: this runs for every channel at start-up.)
     currency = current.currency if current and current.currency else next(
         (u.currency for u in before if u.currency), "")
-    msg: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    msg: dict[tuple[str, str], tuple[int, Decimal]] = {}
     # Series seen last month restart at zero rather than vanish, so rate() sees a clean reset.
     for u in before:
         for c, p in u.messages:
-            msg[(bounded(c, CATEGORIES), bounded(p, PRICING_TYPES))]
+            msg.setdefault((c if c in CATEGORIES else OTHER, p if p in PRICING_TYPES else OTHER),
+                           (0, _ZERO))
     if current is not None:
         for (c, p), total in current.messages.items():
-            acc = msg[(bounded(c, CATEGORIES), bounded(p, PRICING_TYPES))]
-            acc[0] += total.volume
-            acc[1] += total.cost
-    for (c, p), (volume, amount) in sorted(msg.items()):
-        labels = base | {"category": c, "pricing_type": p}
-        messages.append((labels, float(volume)))
-        cost.append((labels | {"currency": currency}, float(amount)))
-    call: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 3)
+            key = (c if c in CATEGORIES else OTHER, p if p in PRICING_TYPES else OTHER)
+            volume, amount = msg.get(key, (0, _ZERO))
+            msg[key] = (volume + total.volume, amount + total.cost)
+    messages = [(c, p, float(volume), float(amount))
+                for (c, p), (volume, amount) in sorted(msg.items())]
+    call: dict[str, tuple[int, int, Decimal]] = {}
     for u in before:
         for d in u.calls:
-            call[bounded(d, DIRECTIONS)]
+            call.setdefault(d if d in DIRECTIONS else OTHER, (0, 0, _ZERO))
     if current is not None:
         for d, t in current.calls.items():
-            acc = call[bounded(d, DIRECTIONS)]
-            acc[0] += t.count
-            acc[1] += t.duration_seconds
-            acc[2] += t.cost
-    for d, (count, seconds, amount) in sorted(call.items()):
-        labels = base | {"direction": d}
-        calls.append((labels, float(count)))
-        duration.append((labels, float(seconds)))
-        call_cost.append((labels | {"currency": currency}, float(amount)))
+            direction = d if d in DIRECTIONS else OTHER
+            count, seconds, amount = call.get(direction, (0, 0, _ZERO))
+            call[direction] = (count + t.count, seconds + t.duration_seconds, amount + t.cost)
+    calls = [(d, float(count), float(seconds), float(amount))
+             for d, (count, seconds, amount) in sorted(call.items())]
+    return currency, messages, calls
 
 
 def balance_samples(store: Store) -> tuple[Samples, Samples]:
@@ -175,10 +300,10 @@ class UsageCollector(Collector):
     def keys(self) -> list[str]:
         return [ch.id for ch in self.channels()]
 
-    def samples(self, key: str) -> tuple[Samples, ...]:
+    def lines(self, key: str, view: object) -> tuple[str, ...]:
         store = self.store
-        return channel_samples(store.channels[key], store.usage.get(key),
-                               store.channel_balances.get(key), self.month())
+        return channel_series(store.channels[key], store.usage.get(key),
+                              store.channel_balances.get(key), cast("int", view)).lines()
 
     def tail(self) -> list[tuple[Family, Samples]]:
         clients, partner = balance_samples(self.store)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.collector import Family, Samples
+from exporter.collector import Family, FixedLabels, Samples
 from exporter.webhooks.state import (
     CALL_COST,
     CALL_SECONDS,
@@ -46,6 +46,8 @@ class WebhookCollector(Collector):
     (`exposition.Fragments`), and whole, for prometheus-client (the tests' oracle)."""
 
     families = tuple(Family(name, "counter", doc) for _, name, doc, _ in _FAMILIES)
+    _lines = tuple(FixedLabels(spec.sample_name, names)
+                   for spec, (_, _, _, names) in zip(families, _FAMILIES, strict=True))
 
     def __init__(self, state: WebhookState) -> None:
         self._state = state
@@ -57,11 +59,10 @@ class WebhookCollector(Collector):
     def keys(self) -> list[tuple[str, str]]:
         return sorted(self._state.by_channel)
 
-    def samples(self, key: tuple[str, str]) -> list[Samples]:
+    def lines(self, key: tuple[str, str], view: object) -> list[str]:
         counters = self._state.by_channel[key]
-        return [[(dict(zip(names, values, strict=True)), amount)
-                 for values, amount in sorted(counters.get(metric, {}).items())]
-                for metric, _, _, names in _FAMILIES]
+        return [lines.lines(sorted(counters.get(metric, {}).items()))
+                for lines, (metric, _, _, _) in zip(self._lines, _FAMILIES, strict=True)]
 
     def tail(self) -> list[tuple[Family, Samples]]:
         return []

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter import exposition as exposition_module
 from exporter import journal
 from exporter.clock import FakeClock
-from exporter.collector import UsageCollector
-from exporter.domain import Balance, Channel, MessageTotal, MonthUsage
+from exporter.collector import CHANNEL_FAMILIES, UsageCollector
+from exporter.domain import Balance, CallTotal, Channel, MessageTotal, MonthUsage
 from exporter.exposition import Exposition, om_latest
 from exporter.http import ScrapeAuth, metrics_app
 from exporter.selfmetrics import SelfMetrics
@@ -188,9 +188,9 @@ def check_against_oracle(exposition, oracle):
     assert om == om_latest(oracle)  # the own registry is empty: its part is "# EOF"
 
 
-def test_a_change_re_renders_one_channel_and_one_block(tmp_path):
-    """Across several blocks, a written channel re-renders itself and re-joins its block only,
-    and every format (gzip built from blocks deflated apart) still equals the oracle."""
+def test_a_change_re_renders_one_block(tmp_path):
+    """Across several blocks, a written channel re-renders its block only, and every format
+    (gzip built from blocks deflated apart) still equals the oracle."""
     store, _, oracle, exposition = fleet_setup(tmp_path)
     check_against_oracle(exposition, oracle)
     renderer = exposition._parts[0]
@@ -198,11 +198,14 @@ def test_a_change_re_renders_one_channel_and_one_block(tmp_path):
     store.put_usage("ch_050", {DEC: MonthUsage(DEC, "USD", {
         ("utility", "regular"): MessageTotal(99_999, Decimal("1234.5"))})}, DEC + 99, keep_from=0)
     exposition.refresh()  # renders and deflates the change between scrapes, as the app does
-    assert (renderer.rendered_keys, renderer.joined_blocks) == (rendered + 1, joined + 1)
+    block = exposition_module.BLOCK_CHANNELS
+    assert (renderer.rendered_keys, renderer.joined_blocks) == (rendered + block, joined + 1)
     check_against_oracle(exposition, oracle)
     store.put_channel_balance("ch_099", Balance(Decimal("-3.25"), "USD"), DEC)
     check_against_oracle(exposition, oracle)
-    assert (renderer.rendered_keys, renderer.joined_blocks) == (rendered + 2, joined + 2)
+    last = 100 - 3 * block  # ch_099 is in the last, short block
+    assert (renderer.rendered_keys, renderer.joined_blocks) == (rendered + block + last,
+                                                                joined + 2)
 
 
 def test_new_channels_a_new_month_and_a_lost_journal_render_everything_anew(tmp_path,
@@ -271,3 +274,69 @@ def test_the_background_refresh_follows_the_scrape_interval(tmp_path, monkeypatc
     assert exposition.refresh_interval() == 10.0
     exposition.body(openmetrics=False, compress=True)
     assert exposition.refresh_interval() == 1.0  # 0.5 s apart: the floor
+
+
+def test_channel_lines_equal_prometheus_client_for_awkward_values(tmp_path):
+    """The fast per-channel text (label names fixed, values escaped once per channel) is what
+    prometheus-client writes for the same samples: quotes, backslashes and newlines in every
+    free-text label, last month's series restarting at zero, unknown categories summed into
+    'other', values Go writes with exponents, a channel never polled, one without a balance."""
+    store = Store(tmp_path / "a.sqlite3")
+    odd = 'a"b\\c\nd'
+    channels = [Channel(f"ch_{odd}", f"cl_{odd}", "", f"wa_{odd}", f"+49{odd}", odd, odd),
+                Channel("ch_b", "cl_1", "wa_1", "", "+4915", "Plain", "ready"),
+                Channel("ch_c", "cl_1", "wa_1", "1049", "+4916", "Never polled", "ready")]
+    store.set_discovery([], channels)
+    nov = DEC - 30 * 86_400
+    store.put_usage(channels[0].id, {
+        nov: MonthUsage(nov, "EUR", {("service", "regular"): MessageTotal(5, Decimal("1.5"))}),
+        DEC: MonthUsage(DEC, f"US{odd}", {
+            ("marketing", "regular"): MessageTotal(12_345_678, Decimal("9876543.21")),
+            ("mystery_a", "regular"): MessageTotal(2, Decimal("0.5")),
+            ("mystery_b", "regular"): MessageTotal(3, Decimal("-0")),
+        }, {"business_initiated": CallTotal(3, 61, Decimal("0.07")),
+            "sideways": CallTotal(1, 2, Decimal("0"))})}, DEC + 0.25, keep_from=0)
+    store.put_usage("ch_b", {nov: MonthUsage(nov, "", {("utility", "regular"): MessageTotal(
+        1, Decimal(1))}, {"user_initiated": CallTotal(1, 1, Decimal(1))})}, DEC, keep_from=0)
+    store.put_channel_balance(channels[0].id, Balance(Decimal("-1e-7"), odd), DEC)
+    store.put_channel_balance("ch_c", Balance(Decimal("1234567.5"), "USD"), DEC)
+    usage = UsageCollector(store, FakeClock(DEC + 7200), 1800, lambda ch: True)
+    oracle = CollectorRegistry(auto_describe=False)
+    oracle.register(usage)
+    exposition = Exposition(CollectorRegistry(auto_describe=False), CollectorRegistry(),
+                            lambda: store.version, parts=[usage])
+    check_against_oracle(exposition, oracle)
+    text = exposition.body(openmetrics=False, compress=False)[0].decode()
+    for family in CHANNEL_FAMILIES:  # every family took part
+        assert f"\n{family.sample_name}{{" in text
+
+
+def test_gzip_only_keeps_no_text_and_a_later_plain_scrape_is_right(tmp_path):
+    """While only gzip is asked for, blocks keep their deflated form alone; a block re-rendered
+    meanwhile, and a plain scrape afterwards (inflated back), still equal the oracle."""
+    store, _, oracle, exposition = fleet_setup(tmp_path)
+    gz, _ = exposition.body(openmetrics=False, compress=True)
+    renderer = exposition._parts[0]
+    assert all(piece._data is None for block in renderer._blocks for piece in block.pieces)
+    store.put_usage("ch_040", {DEC: MonthUsage(DEC, "USD", {
+        ("utility", "regular"): MessageTotal(7, Decimal("7.25"))})}, DEC + 1, keep_from=0)
+    exposition.refresh()
+    assert all(piece._data is None for block in renderer._blocks for piece in block.pieces)
+    gz, _ = exposition.body(openmetrics=False, compress=True)
+    assert gzip.decompress(gz) == generate_latest(oracle)
+    plain, _ = exposition.body(openmetrics=False, compress=False)
+    assert plain == generate_latest(oracle)
+    store.put_channel_balance("ch_041", Balance(Decimal("2.5"), "USD"), DEC)
+    check_against_oracle(exposition, oracle)  # both asked for now: both kept
+    assert all(piece._data is not None for block in renderer._blocks for piece in block.pieces)
+
+
+def test_a_block_keeps_its_place_when_discovery_changes_nothing(tmp_path):
+    """Discovery repeating the same fleet moves the layout but re-renders no block."""
+    store, _, oracle, exposition = fleet_setup(tmp_path)
+    check_against_oracle(exposition, oracle)
+    renderer = exposition._parts[0]
+    joined = renderer.joined_blocks
+    store.set_discovery([], list(store.channels.values()))
+    check_against_oracle(exposition, oracle)
+    assert renderer.joined_blocks == joined
