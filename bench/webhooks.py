@@ -17,8 +17,8 @@ server stack as the physical ceiling.
    is measured from each request's scheduled time. Then a saturating closed-loop phase.
 3. When every request is answered (a delivery is counted in the commit before its answer; the
    inbox only ever holds rows an earlier build left), one scrape of /metrics is compared with
-   what the sent statuses must produce, computed here without the exporter's code: PASS or FAIL with the
-   differences.
+   what the sent statuses must produce, computed here without the exporter's code: PASS or
+   FAIL with the differences.
 4. The same two phases against a Starlette hello-world route on `exporter.serving`'s embedded
    uvicorn, in its own process.
 5. The exporter's RSS is sampled every second (also its CPU time and inbox depth).
