@@ -217,9 +217,9 @@ def _channel_lookup(store: Store) -> Callable[[str], ChannelLabel | None]:
 
 
 async def process_webhooks(exporter: Exporter) -> None:
-    """Count the inbox rows an earlier version left uncounted, then pair new polls with the
-    webhook counts for reconciliation about once a second (or on a delivery), and prune dedupe
-    keys hourly. Deliveries themselves are counted as they are accepted."""
+    """Count the inbox rows an earlier build left uncounted, then pair new polls with the
+    webhook counts for reconciliation about once a second, and prune dedupe keys hourly.
+    Deliveries themselves are counted as they are accepted."""
     state = exporter.webhooks
     assert state is not None
     next_prune = 0.0
