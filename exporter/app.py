@@ -38,7 +38,7 @@ from exporter.store import Store
 from exporter.webhooks.collector import WebhookCollector
 from exporter.webhooks.forwarder import Forwarder
 from exporter.webhooks.ratecard import load_rate_card
-from exporter.webhooks.receiver import WebhookAuth
+from exporter.webhooks.receiver import WebhookAuth, WebhookReceiver
 from exporter.webhooks.receiver import webhook_app as receiver_app
 from exporter.webhooks.state import ChannelLabel, WebhookState, digits
 
@@ -58,7 +58,7 @@ class Exporter:
     api: PartnerApi | None = None
     poller: Poller | None = None  # None in webhook-only mode
     webhooks: WebhookState | None = None
-    webhook_app: Starlette | None = None
+    webhook_app: WebhookReceiver | None = None
     forwarder: Forwarder | None = None
     forward_wake: asyncio.Event | None = None
     forward_client: httpx.AsyncClient | None = None

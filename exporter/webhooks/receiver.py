@@ -15,10 +15,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 from prometheus_client import Counter
-from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from exporter.webhooks.parser import MalformedWebhook, parse
 from exporter.webhooks.state import Delivery, WebhookState
@@ -30,6 +27,10 @@ RESULTS = ("ok", "duplicate", "unauthorized", "malformed", "too_large", "unsuppo
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
     pass
 
 
@@ -70,7 +71,7 @@ class WebhookAuth:
     """A shared secret in a header, and/or an HMAC-SHA256 of the raw body; both constant time."""
 
     def __init__(self, *, header: str, secret: str | None, hmac_secret: str | None) -> None:
-        self._header = header
+        self.header = header.lower()
         self._secret = secret.encode() if secret else None
         self._hmac = hmac_secret.encode() if hmac_secret else None
 
@@ -78,17 +79,146 @@ class WebhookAuth:
     def configured(self) -> bool:
         return self._secret is not None or self._hmac is not None
 
-    def check(self, request: Request, body: bytes) -> bool:
+    def check(self, headers: dict[str, str], body: bytes) -> bool:
+        """`headers`: lower-case names; the shared secret's header and the signature if sent."""
         if self._secret is not None:
-            given = request.headers.get(self._header, "").encode()
+            given = headers.get(self.header, "").encode()
             if not hmac.compare_digest(given, self._secret):
                 return False
         if self._hmac is not None:
-            signature = request.headers.get("x-hub-signature-256", "")
+            signature = headers.get("x-hub-signature-256", "")
             expected = "sha256=" + hmac.new(self._hmac, body, hashlib.sha256).hexdigest()
             if not hmac.compare_digest(signature.encode(), expected.encode()):
                 return False
         return True
+
+
+PATHS = frozenset({"/webhook", "/"})
+
+
+class _Answer:
+    """A response made once: its start message and body."""
+
+    __slots__ = ("body", "start")
+
+    def __init__(self, status: int, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        self.start: Message = {"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json" if body.startswith(b"{")
+             else b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()), *extra]}
+        self.body: Message = {"type": "http.response.body", "body": body}
+
+    async def __call__(self, send: Send) -> None:
+        await send(self.start)
+        await send(self.body)
+
+
+_NOT_FOUND = _Answer(404, b"Not Found")
+_NOT_ALLOWED = _Answer(405, b"Method Not Allowed", [(b"allow", b"POST")])
+
+
+class WebhookReceiver:
+    """The receiver as a plain ASGI app. A stream sends thousands of requests a second here,
+    and a framework's request objects, routing and middleware were a quarter of the CPU each
+    one cost (bench/README.md); the checks themselves are the same."""
+
+    def __init__(self, state: WebhookState, auth: WebhookAuth, requests_total: Counter, *,
+                 now: Callable[[], float], max_body_bytes: int, read_timeout_seconds: float,
+                 forward_headers: Sequence[str] | None, on_accept: Callable[[], None]) -> None:
+        self._auth = auth
+        self._now = now
+        self._max_body = max_body_bytes
+        self._read_timeout = read_timeout_seconds
+        self._forwarding = forward_headers is not None
+        self._passed = [h.lower() for h in forward_headers or ()]
+        self._on_accept = on_accept
+        self._recorder = GroupCommit(state, now)
+        # Only these headers are ever read: the rest are not even decoded.
+        self._wanted = frozenset({b"content-length", b"content-type", b"x-hub-signature-256",
+                                  auth.header.encode("latin-1"),
+                                  *(h.encode("latin-1") for h in self._passed)})
+        # The answers a stream gets thousands of times a second, and their counters, made once.
+        self._counted = {result: requests_total.labels(result) for result in RESULTS}
+        self._plain = {result: _Answer(200, json.dumps({"result": result}, separators=(",", ":"))
+                                       .encode()) for result in ("ok", "duplicate")}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1000})
+            return
+        if scope["path"] not in PATHS:
+            await _NOT_FOUND(send)
+            return
+        if scope["method"] != "POST":
+            await _NOT_ALLOWED(send)
+            return
+        result, status, detail = await self._handle(scope, receive)
+        self._counted[result].inc()
+        if not detail and result in self._plain:
+            await self._plain[result](send)
+            return
+        body: dict[str, str] = {"result": result}
+        if detail:
+            body["detail"] = detail
+        await _Answer(status, json.dumps(body, separators=(",", ":")).encode())(send)
+
+    async def _handle(self, scope: Scope, receive: Receive) -> tuple[str, int, str]:
+        wanted = self._wanted
+        headers = {name.decode("latin-1"): value.decode("latin-1")
+                   for name, value in scope["headers"] if name in wanted}
+        try:
+            # A sender trickling its body (slow loris) must not hold a connection for ever.
+            async with asyncio.timeout(self._read_timeout):
+                body = await self._read_body(headers, receive)
+        except TimeoutError:
+            return "timeout", 408, f"the body must arrive within {self._read_timeout:g} s"
+        except _TooLarge:
+            return "too_large", 413, f"bodies are limited to {self._max_body} bytes"
+        except _Disconnected:
+            return "malformed", 400, "the client went away mid-body"
+        if not self._auth.check(headers, body):
+            client = scope.get("client")
+            log.warning("webhook_unauthorized", client=client[0] if client else "")
+            return "unauthorized", 401, ""
+        ctype = headers.get("content-type", "application/json").split(";")[0].strip()
+        if ctype not in {"application/json", "text/json", ""}:
+            return "unsupported_media_type", 415, "send application/json"
+        try:
+            events = parse(json.loads(body))
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and MalformedWebhook too
+            reason = str(exc) if isinstance(exc, MalformedWebhook) else "body is not valid JSON"
+            return "malformed", 400, reason[:200]
+        forwarded = None
+        if self._forwarding:
+            forwarded = {"content-type": headers.get("content-type", "application/json")}
+            forwarded |= {h: headers[h] for h in self._passed if h in headers}
+        try:
+            if not await self._recorder.append(Delivery(body, self._now(), events, forwarded)):
+                return "duplicate", 200, ""
+        except Exception:  # the store, not the sender, failed: ask Meta to retry
+            log.exception("webhook_record_failed")
+            return "error", 503, ""
+        self._on_accept()
+        return "ok", 200, ""
+
+    async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_body:
+            raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def webhook_app(
@@ -101,73 +231,9 @@ def webhook_app(
     read_timeout_seconds: float = 10.0,
     forward_headers: Sequence[str] | None = None,
     on_accept: Callable[[], None] = lambda: None,
-) -> Starlette:
+) -> WebhookReceiver:
     """`forward_headers`: None when nothing is forwarded, else the request headers that travel
     with the body to the application (Content-Type always does)."""
-    passed = [h.lower() for h in forward_headers or ()]
-    recorder = GroupCommit(state, now)
-    # The answers a stream gets thousands of times a second, and their counters, made once.
-    counted = {result: requests_total.labels(result) for result in RESULTS}
-    plain = {result: json.dumps({"result": result}, separators=(",", ":")).encode()
-             for result in ("ok", "duplicate")}
-
-    def answer(result: str, status: int, detail: str = "") -> Response:
-        counted[result].inc()
-        if not detail and result in plain:
-            return Response(plain[result], status, media_type="application/json")
-        body: dict[str, str] = {"result": result}
-        if detail:
-            body["detail"] = detail
-        return JSONResponse(body, status)
-
-    async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_body_bytes:
-            raise _TooLarge
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body_bytes:
-                raise _TooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def receive(request: Request) -> Response:
-        try:
-            # A sender trickling its body (slow loris) must not hold a connection for ever.
-            async with asyncio.timeout(read_timeout_seconds):
-                body = await read_body(request)
-        except TimeoutError:
-            return answer("timeout", 408, f"the body must arrive within {read_timeout_seconds:g} s")
-        except _TooLarge:
-            return answer("too_large", 413, f"bodies are limited to {max_body_bytes} bytes")
-        except ClientDisconnect:
-            return answer("malformed", 400, "the client went away mid-body")
-        if not auth.check(request, body):
-            log.warning("webhook_unauthorized", client=request.client.host if request.client
-                        else "")
-            return answer("unauthorized", 401)
-        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
-        if ctype not in {"application/json", "text/json", ""}:
-            return answer("unsupported_media_type", 415, "send application/json")
-        try:
-            events = parse(json.loads(body))
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError and MalformedWebhook too
-            reason = str(exc) if isinstance(exc, MalformedWebhook) else "body is not valid JSON"
-            return answer("malformed", 400, reason[:200])
-        headers = None
-        if forward_headers is not None:
-            headers = {"content-type": request.headers.get("content-type", "application/json")}
-            headers |= {h: request.headers[h] for h in passed if h in request.headers}
-        try:
-            if not await recorder.append(Delivery(body, now(), events, headers)):
-                return answer("duplicate", 200)
-        except Exception:  # the store, not the sender, failed: ask Meta to retry
-            log.exception("webhook_record_failed")
-            return answer("error", 503)
-        on_accept()
-        return answer("ok", 200)
-
-    return Starlette(routes=[Route("/webhook", receive, methods=["POST"]),
-                             Route("/", receive, methods=["POST"])])
+    return WebhookReceiver(state, auth, requests_total, now=now, max_body_bytes=max_body_bytes,
+                           read_timeout_seconds=read_timeout_seconds,
+                           forward_headers=forward_headers, on_accept=on_accept)

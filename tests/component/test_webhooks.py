@@ -271,6 +271,32 @@ async def test_a_trickling_body_is_cut_off_with_408(tmp_path):
     rx.state.close()
 
 
+async def test_other_paths_methods_and_a_vanished_client_get_4xx(rx):
+    """The receiver is a bare ASGI app: it answers what a framework's router would, and a
+    client that leaves mid-body is counted as malformed, with nothing recorded."""
+    transport = httpx.ASGITransport(app=rx.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://wh") as client:
+        r = await client.get("/webhook")
+        assert (r.status_code, r.headers["allow"]) == (405, "POST")
+        assert (await client.post("/elsewhere", content=b"{}")).status_code == 404
+
+    async def gone() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    await rx.app({"type": "http", "path": "/webhook", "method": "POST", "headers": [
+        (b"x-webhook-secret", SECRET.encode())]}, gone, send)
+    assert sent[0]["status"] == 400
+    assert json.loads(sent[1]["body"]) == {"result": "malformed",  # type: ignore[arg-type]
+                                           "detail": "the client went away mid-body"}
+    assert rx.result("malformed") == 1
+    assert rx.recorded() == 0
+
+
 async def test_a_timestamp_that_cannot_be_a_date_is_400(rx):
     """Seconds past the year 9999 would break calendar math later: refused up front."""
     body = status_body()
