@@ -295,10 +295,13 @@ def transaction(db: sqlite3.Connection, *, immediate: bool = False) -> Iterator[
     db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
     try:
         yield
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        # Also when COMMIT itself failed (busy, disk full): left open, the transaction would
+        # make every later BEGIN on this connection fail. An I/O error may have rolled back.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
 
 
 def _dump_usage(u: MonthUsage) -> str:

@@ -119,7 +119,7 @@ _NOT_ALLOWED = _Answer(405, b"Method Not Allowed", [(b"allow", b"POST")])
 
 class WebhookReceiver:
     """The receiver as a plain ASGI app. A stream sends thousands of requests a second here,
-    and a framework's request objects, routing and middleware were a quarter of the CPU each
+    and a framework's request objects, routing and middleware were a sixth of the CPU each
     one cost (bench/README.md); the checks themselves are the same."""
 
     def __init__(self, state: WebhookState, auth: WebhookAuth, requests_total: Counter, *,

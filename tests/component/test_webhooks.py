@@ -340,10 +340,25 @@ async def test_a_delivery_that_cannot_be_counted_is_set_aside_not_lost(rx, monke
     assert rx.state.seen_before("m:wamid.fine")
 
 
+class _FailingCommits:
+    """The state's connection, except that COMMIT fails (a full disk, say)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def execute(self, sql, *args):
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
 async def test_requests_arriving_together_share_one_commit(rx, monkeypatch):
     """Concurrent deliveries are counted and recorded in a few commits, each answered only
     after its own commit; a duplicate inside one batch is answered as one; a failing commit
-    answers all of its requests 503 and counts none of them."""
+    answers all of its requests 503, counts none of them and leaves nothing half written."""
     commits = []
     real = rx.state.accept_many
 
@@ -365,14 +380,15 @@ async def test_requests_arriving_together_share_one_commit(rx, monkeypatch):
         assert sum(commits) == 41
         assert len(commits) < 41
         assert sum(rx.state.counters[MESSAGES].values()) == 40
+        keys = rx.recorded()
 
-        def broken(deliveries, now):
-            raise sqlite3.OperationalError("disk I/O error")
-
-        monkeypatch.setattr(rx.state, "accept_many", broken)
+        db = rx.state._db
+        rx.state._db = _FailingCommits(db)
         answers = await asyncio.gather(*(post(i) for i in range(40, 45)))
         assert [a.status_code for a in answers] == [503] * 5
-        monkeypatch.setattr(rx.state, "accept_many", real)
+        rx.state._db = db
+        assert rx.recorded() == keys
+        assert sum(rx.state.counters[MESSAGES].values()) == 40
         answers = await asyncio.gather(*(post(i) for i in range(40, 45)))  # Meta's retries
         assert [a.json()["result"] for a in answers] == ["ok"] * 5
     assert sum(rx.state.counters[MESSAGES].values()) == 45
