@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.webhooks.receiver import WebhookAuth, webhook_app
-from exporter.webhooks.state import MESSAGES, STATUSES_METRIC
+from exporter.webhooks.state import MESSAGES, STATUSES_METRIC, _key_hash
 from tests.component.webhooks_kit import (
     SECRET,
     Receiver,
@@ -421,3 +421,43 @@ async def test_text_dedupe_keys_of_earlier_versions_still_count(rx):
     assert rx.count(STATUSES_METRIC, status="sent") == 0
     rx.state.prune(1_751_371_200 + 9 * 86_400)
     assert not rx.state._legacy_seen
+
+
+def _tables(state):
+    return {table: state._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in ("webhook_seen_t", "webhook_seen_h")}
+
+
+def test_status_keys_are_placed_by_their_time_and_found_wherever_they_are(rx):
+    """A status (and its delivery) is keyed by its own timestamp in the time-ordered table; a
+    message, and a status whose time is outside the window, by hash alone. A retry in another
+    envelope finds each, and so do keys that earlier builds wrote by hash; pruning ages both."""
+    now = 1_751_371_300.0
+    body = status_body("wamid.t1", "sent")
+    assert accept(rx.state, body, now)
+    assert _tables(rx.state) == {"webhook_seen_t": 2, "webhook_seen_h": 1}  # d: and s:; m:
+    assert rx.state.seen_before("s:wamid.t1:sent", at=1_751_371_200)
+    again = copy.deepcopy(body)
+    again["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "1098765432"
+    again["entry"][0]["id"] = "104996122399160"
+    again["entry"][0]["changes"][0]["value"]["statuses"][0]["conversation"] = {"id": "c"}
+    assert accept(rx.state, again, now)  # other bytes, so another delivery; nothing counts
+    assert rx.count(STATUSES_METRIC) == 1
+    assert sum(rx.state.counters[MESSAGES].values()) == 1
+
+    far = status_body("wamid.t2", "sent")
+    far["entry"][0]["changes"][0]["value"]["statuses"][0]["timestamp"] = "1000"
+    assert accept(rx.state, far, now)
+    assert accept(rx.state, far | {"x": 1}, now)
+    assert rx.count(STATUSES_METRIC) == 2
+    assert _tables(rx.state)["webhook_seen_h"] == 5  # and wamid.t2's s:, m: and two d: keys
+
+    # Written by hash alone, as builds before the time-ordered table did.
+    rx.state._db.execute("INSERT INTO webhook_seen_h VALUES (?, ?)",
+                         (_key_hash("s:wamid.t3:delivered"), now))
+    assert accept(rx.state, status_body("wamid.t3", "delivered"), now)
+    assert rx.count(STATUSES_METRIC, status="delivered") == 0
+    assert sum(rx.state.counters[MESSAGES].values()) == 3  # its message had not been seen
+
+    rx.state.prune(1_751_371_200 + 9 * 86_400)
+    assert _tables(rx.state) == {"webhook_seen_t": 0, "webhook_seen_h": 0}

@@ -71,7 +71,8 @@ class Receiver:
     def recorded(self) -> int:
         """Rows any delivery left: dedupe keys, dead letters, inbox rows."""
         return sum(self.state._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                   for table in ("webhook_seen_h", "webhook_dead", "webhook_inbox"))
+                   for table in ("webhook_seen_h", "webhook_seen_t", "webhook_dead",
+                                 "webhook_inbox"))
 
     def result(self, name):
         return self.registry.get_sample_value("r_total", {"result": name}) or 0
