@@ -12,9 +12,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, in MB (0 if it has gone)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def children(pid: int) -> list[int]:
+    """The processes a process started (the exporter's webhook workers), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def family(pid: int) -> list[int]:
+    return [pid, *children(pid)]
+
+
+def rss_mb(pid: int, *, with_children: bool = True) -> float:
+    """Resident memory of a process and, by default, of the processes it started, in MB."""
+    total = 0.0
+    for member in family(pid) if with_children else [pid]:
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) for line in lines if line.startswith("VmRSS:")) / 1024
+    return total

@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.fleet import build  # noqa: E402
 from bench.loadgen import NOT_SENT, Delivery, Target, plan  # noqa: E402
-from bench.processes import free_port, rss_mb  # noqa: E402
+from bench.processes import family, free_port, rss_mb  # noqa: E402
 
 SECRET = "bench-webhook-hmac-secret"
 CARD = ROOT / "exporter" / "webhooks" / "ratecards" / "example-usd.toml"
@@ -68,16 +68,26 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # -- processes -------------------------------------------------------------------------------------
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    """CPU time of a process and of the processes it started (webhook workers)."""
+    total = 0.0
+    for member in family(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return total
 
 
 def write_bytes(pid: int) -> int:
-    """Bytes the process has caused to be written to storage (/proc/<pid>/io)."""
-    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("write_bytes:"):
-            return int(line.split()[1])
-    return 0
+    """Bytes the process (and the processes it started) caused to be written to storage."""
+    total = 0
+    for member in family(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/io").read_text().splitlines():
+                if line.startswith("write_bytes:"):
+                    total += int(line.split()[1])
+    return total
 
 
 def machine_jiffies() -> tuple[int, int]:
@@ -118,7 +128,8 @@ class Exporter:
     log: Path
 
 
-def start_exporter(state: Path, workdir: Path, *, polling: bool = True) -> Exporter:
+def start_exporter(state: Path, workdir: Path, *, polling: bool = True,
+                   workers: int = 0) -> Exporter:
     port, webhook_port = free_port(), free_port()
     api = {"D360_API_URL": f"http://127.0.0.1:{free_port()}/api/v2", "D360_PARTNER_ID": "bench",
            "D360_API_KEY": "bench-key"} if polling else {}
@@ -127,7 +138,7 @@ def start_exporter(state: Path, workdir: Path, *, polling: bool = True) -> Expor
         "D360_LOG_LEVEL": "error", "D360_LOG_FORMAT": "json",
         "D360_WEBHOOK_LISTEN_ADDRESS": f"127.0.0.1:{webhook_port}",
         "D360_WEBHOOK_HMAC_SECRET": SECRET, "D360_WEBHOOK_RATE_CARD": str(CARD),
-        "PYTHONPATH": str(ROOT)}
+        "D360_WEBHOOK_WORKERS": str(workers), "PYTHONPATH": str(ROOT)}
     log = workdir / "exporter.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "exporter"], env=env,
@@ -618,6 +629,8 @@ def main() -> None:
     p.add_argument("--unique-wamids", action="store_true",
                    help="every delivery a new message (default: sent/delivered/read lifecycles)")
     p.add_argument("--skip-hello", action="store_true")
+    p.add_argument("--workers", type=int, default=0,
+                   help="D360_WEBHOOK_WORKERS: webhook worker processes (0: in the exporter's)")
     p.add_argument("--scrape-every", type=float, default=0,
                    help="scrape /metrics (gzip) every this many seconds during the open loop")
     p.add_argument("--webhook-only", action="store_true",
@@ -681,7 +694,8 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
                    "--max-rate", str(args.max_rate)]
 
     # -- the exporter
-    exporter = start_exporter(state, workdir, polling=not args.webhook_only)
+    exporter = start_exporter(state, workdir, polling=not args.webhook_only,
+                              workers=args.workers)
     sampler = Sampler(exporter.proc.pid, state)
     sampler.start()
     spec = spec_for(exporter.webhook_port)
@@ -803,7 +817,8 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     print("\n== summary ==\n")
     print(f"{machine}; fleet {len(targets):,} channels; open loop {args.rate:,.0f}/s for "
           f"{args.duration:g} s over {args.connections} connections; saturation "
-          f"{args.saturate_seconds:g} s over {args.saturate_connections} connections\n")
+          f"{args.saturate_seconds:g} s over {args.saturate_connections} connections; "
+          f"webhook workers {args.workers}\n")
     rows = [("", "exporter", "hello world")]
 
     def both(f: Any) -> tuple[str, str]:

@@ -37,10 +37,12 @@ from exporter.serving import bind_socket, cancel_and_wait, embedded_server, url_
 from exporter.store import Store
 from exporter.webhooks.collector import WebhookCollector
 from exporter.webhooks.forwarder import Forwarder
+from exporter.webhooks.pool import WorkerPool
 from exporter.webhooks.ratecard import load_rate_card
 from exporter.webhooks.receiver import WebhookAuth, WebhookReceiver
 from exporter.webhooks.receiver import webhook_app as receiver_app
 from exporter.webhooks.state import ChannelLabel, WebhookState, digits
+from exporter.webhooks.worker import WorkerConfig
 
 log = structlog.get_logger("exporter")
 
@@ -269,6 +271,27 @@ def _budget_use(poller: Poller, ledger: Ledger, clock: Clock) -> list[tuple[str,
     return rows
 
 
+def _worker_pool(exporter: Exporter, listener: socket.socket) -> WorkerPool:
+    """Webhook worker processes on the bound socket, counting into this process's state."""
+    settings = exporter.settings
+    assert exporter.webhooks is not None
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    hmac_secret = (settings.webhook_hmac_secret.get_secret_value()
+                   if settings.webhook_hmac_secret else None)
+    forwarding = exporter.forwarder is not None
+    config = WorkerConfig(
+        header=settings.webhook_secret_header, secret=secret, hmac_secret=hmac_secret,
+        max_body_bytes=settings.webhook_max_body_bytes,
+        read_timeout_seconds=settings.webhook_read_timeout_seconds,
+        forward_headers=tuple(settings.webhook_forward_headers) if forwarding else None,
+        log_format=settings.log_format, log_level=settings.log_level,
+        secrets=tuple(s for s in (secret, hmac_secret) if s))
+    wake = exporter.forward_wake
+    return WorkerPool(exporter.webhooks, config, listener, exporter.metrics.webhook_requests,
+                      workers=settings.webhook_workers, now=exporter.clock.now,
+                      on_accept=wake.set if wake is not None else lambda: None)
+
+
 def _loopback_url(sock: socket.socket) -> str:
     """Where a process reaches its own listener (0.0.0.0 and :: are not addresses to call)."""
     url = url_of(sock)
@@ -296,9 +319,14 @@ async def serve(settings: Settings) -> None:
     tasks = [asyncio.create_task(refresh_exposition(exporter.exposition), name="exposition")]
     if exporter.poller is not None:
         tasks.append(asyncio.create_task(exporter.poller.run(), name="poller"))
+    webhook_socket = pool = None
     if exporter.webhook_app is not None:
-        servers.append((embedded_server(exporter.webhook_app),
-                        bind_socket(*settings.webhook_listen)))
+        webhook_socket = bind_socket(*settings.webhook_listen)
+        if settings.webhook_workers:
+            pool = _worker_pool(exporter, webhook_socket)
+            await pool.start()
+        else:
+            servers.append((embedded_server(exporter.webhook_app), webhook_socket))
         tasks.append(asyncio.create_task(process_webhooks(exporter), name="webhooks"))
         if settings.webhook_open and not (settings.webhook_secret or settings.webhook_hmac_secret):
             log.warning("webhooks_open", note="D360_WEBHOOK_OPEN=true: anyone who can reach "
@@ -316,14 +344,17 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop)
     log.info("exporter_started", version=__version__, mode=mode,
              listen=url_of(servers[0][1]),
-             webhook_listen=url_of(servers[1][1]) if len(servers) > 1 else "",
+             webhook_listen=url_of(webhook_socket) if webhook_socket is not None else "",
+             webhook_workers=settings.webhook_workers if pool is not None else 0,
              state_path=str(settings.state_path), channels_known=len(exporter.store.channels),
              shard=f"{settings.shard_index}/{settings.shard_count}")
-    if demo is not None and exporter.webhook_app is not None:
-        demo.send_webhooks(settings, _loopback_url(servers[1][1]))
+    if demo is not None and webhook_socket is not None:
+        demo.send_webhooks(settings, _loopback_url(webhook_socket))
     try:
         await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
     finally:
+        if pool is not None:
+            await pool.stop()
         await cancel_and_wait(*tasks)
         await exporter.aclose()
         if demo is not None:

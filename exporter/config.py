@@ -152,6 +152,7 @@ class Settings(BaseSettings):
     webhook_open: bool = False
     webhook_max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     webhook_read_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    webhook_workers: int = Field(0, ge=0, le=16)
     webhook_dedupe_window_seconds: float = Field(8 * 86_400, gt=0)
     webhook_max_unmapped_channels: int = Field(100, ge=0)
     webhook_rate_card: Path | None = None

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import structlog
 from prometheus_client import Counter
@@ -117,28 +118,38 @@ _NOT_FOUND = _Answer(404, b"Not Found")
 _NOT_ALLOWED = _Answer(405, b"Method Not Allowed", [(b"allow", b"POST")])
 
 
+class Recorder(Protocol):
+    async def append(self, delivery: Delivery) -> bool:
+        """True once counted and recorded; False if the same bytes were accepted before."""
+        ...
+
+
 class WebhookReceiver:
     """The receiver as a plain ASGI app. A stream sends thousands of requests a second here,
     and a framework's request objects, routing and middleware were a sixth of the CPU each
-    one cost (bench/README.md); the checks themselves are the same."""
+    one cost (bench/README.md); the checks themselves are the same.
 
-    def __init__(self, state: WebhookState, auth: WebhookAuth, requests_total: Counter, *,
+    `recorder` counts and records accepted deliveries: a `GroupCommit` on the state in this
+    process, or a worker process's link to the main one (`exporter.webhooks.worker`). `count`
+    takes each request's result."""
+
+    def __init__(self, recorder: Recorder, auth: WebhookAuth, count: Callable[[str], None], *,
                  now: Callable[[], float], max_body_bytes: int, read_timeout_seconds: float,
                  forward_headers: Sequence[str] | None, on_accept: Callable[[], None]) -> None:
         self._auth = auth
+        self._count = count
         self._now = now
         self._max_body = max_body_bytes
         self._read_timeout = read_timeout_seconds
         self._forwarding = forward_headers is not None
         self._passed = [h.lower() for h in forward_headers or ()]
         self._on_accept = on_accept
-        self._recorder = GroupCommit(state, now)
+        self._recorder = recorder
         # Only these headers are ever read: the rest are not even decoded.
         self._wanted = frozenset({b"content-length", b"content-type", b"x-hub-signature-256",
                                   auth.header.encode("latin-1"),
                                   *(h.encode("latin-1") for h in self._passed)})
-        # The answers a stream gets thousands of times a second, and their counters, made once.
-        self._counted = {result: requests_total.labels(result) for result in RESULTS}
+        # The answers a stream gets thousands of times a second, made once.
         self._plain = {result: _Answer(200, json.dumps({"result": result}, separators=(",", ":"))
                                        .encode()) for result in ("ok", "duplicate")}
 
@@ -154,7 +165,7 @@ class WebhookReceiver:
             await _NOT_ALLOWED(send)
             return
         result, status, detail = await self._handle(scope, receive)
-        self._counted[result].inc()
+        self._count(result)
         if not detail and result in self._plain:
             await self._plain[result](send)
             return
@@ -232,8 +243,12 @@ def webhook_app(
     forward_headers: Sequence[str] | None = None,
     on_accept: Callable[[], None] = lambda: None,
 ) -> WebhookReceiver:
-    """`forward_headers`: None when nothing is forwarded, else the request headers that travel
-    with the body to the application (Content-Type always does)."""
-    return WebhookReceiver(state, auth, requests_total, now=now, max_body_bytes=max_body_bytes,
+    """The receiver in this process, counting into `state`. `forward_headers`: None when
+    nothing is forwarded, else the request headers that travel with the body to the
+    application (Content-Type always does)."""
+    # Each result's counter child, looked up once: thousands of requests a second take one.
+    counted = {result: requests_total.labels(result).inc for result in RESULTS}
+    return WebhookReceiver(GroupCommit(state, now), auth, lambda result: counted[result](),
+                           now=now, max_body_bytes=max_body_bytes,
                            read_timeout_seconds=read_timeout_seconds,
                            forward_headers=forward_headers, on_accept=on_accept)

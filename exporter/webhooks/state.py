@@ -28,7 +28,7 @@ from exporter.labels import CATEGORIES, DIRECTIONS, OTHER, PRICING_TYPES, bounde
 from exporter.scheduler import month_start
 from exporter.store import connect, transaction
 from exporter.webhooks.outbox import Outbox
-from exporter.webhooks.parser import CallEvent, Event, StatusEvent, parse
+from exporter.webhooks.parser import CallEvent, Event, StatusEvent, compact_pickle, parse
 from exporter.webhooks.ratecard import RateCard
 
 log = structlog.get_logger("exporter.webhooks")
@@ -227,6 +227,7 @@ class _Batch:
                 tally[1] += cost
 
 
+@compact_pickle
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """An accepted request: its exact bytes, and the events the receiver parsed from them."""

@@ -80,7 +80,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "apiKey": SECRETS["apiKey"],
         "metricsBearerToken": SECRETS["metricsBearerToken"],
         "webhook": {"enabled": True, "secret": SECRETS["webhook.secret"],
-                    "hmacSecret": SECRETS["webhook.hmacSecret"]},
+                    "hmacSecret": SECRETS["webhook.hmacSecret"], "workers": 2},
         "persistence": {"enabled": True, "existingClaim": "wue-state"},
         "serviceMonitor": {
             "enabled": True, "labels": {"release": "kube-prometheus-stack"},
@@ -698,3 +698,9 @@ def test_chart_metadata() -> None:
     assert chart["apiVersion"] == "v2"
     assert chart["appVersion"] == "0.1.0"
     assert chart["kubeVersion"] == ">=1.28-0"
+
+
+def test_webhook_workers_are_passed_only_when_asked_for() -> None:
+    assert env_of(render(VALUE_SETS["everything"]))["D360_WEBHOOK_WORKERS"]["value"] == "2"
+    assert "D360_WEBHOOK_WORKERS" not in env_of(
+        render(VALUE_SETS["api-key-webhooks-forwarding-ingress-persistence"]))

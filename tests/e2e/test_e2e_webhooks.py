@@ -132,12 +132,15 @@ def test_prometheus_scrapes_exactly_the_streams_truth(start_exporter, prometheus
     proc.stop()
 
 
-def test_kill_9_mid_stream_neither_loses_nor_double_counts(start_exporter, sink, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_kill_9_mid_stream_neither_loses_nor_double_counts(start_exporter, sink, tmp_path,
+                                                           workers):
     """Killed with SIGKILL four times while deliveries flow, the exporter ends with every
-    counter equal to the truth, and the application has every body."""
+    counter equal to the truth, and the application has every body; also with webhook worker
+    processes, which end with the main process and give the port back."""
     bodies, truth = stream(seed=23, deliveries=2000)
     port = free_port()
-    env = webhook_env(sink, port)
+    env = webhook_env(sink, port) | {"D360_WEBHOOK_WORKERS": str(workers)}
     hook = f"http://127.0.0.1:{port}/webhook"
     acknowledged: set[int] = set()
     rnd = random.Random(5)

@@ -170,6 +170,10 @@ webhook-forward-url: {{ . | b64enc | quote }}
     secretKeyRef: {name: {{ $secret | quote }}, key: {{ index $pair 1 | quote }}}
 {{- end }}
 {{- end }}
+{{- if $v.webhook.workers }}
+- name: D360_WEBHOOK_WORKERS
+  value: {{ $v.webhook.workers | toString | quote }}
+{{- end }}
 {{- if $v.webhook.rateCard }}
 - name: D360_WEBHOOK_RATE_CARD
   value: {{ include "wue.rateCardDir" . }}/rate-card.toml

@@ -1,0 +1,128 @@
+"""The main process's side of the webhook workers (`exporter.webhooks.worker`): starts them on
+the bound webhook socket, counts and records the batches they send, answers them, and starts a
+worker again if it dies.
+
+Each batch is one `WebhookState.accept_many` call, as a batch of the in-process receiver is:
+the dedupe look-ups, the counters and the commit stay here, in one process, so two workers can
+never both count a delivery that Meta sent twice at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+from collections.abc import Callable
+
+import structlog
+from prometheus_client import Counter
+
+from exporter.webhooks.receiver import RESULTS
+from exporter.webhooks.state import Delivery, WebhookState
+from exporter.webhooks.worker import WorkerConfig, frame, read_frame
+
+log = structlog.get_logger("exporter.webhooks")
+
+RESTART_DELAY_SECONDS = 1.0
+STOP_TIMEOUT_SECONDS = 8.0  # a worker's own graceful shutdown takes up to 5 s
+
+
+class WorkerPool:
+    def __init__(self, state: WebhookState, config: WorkerConfig, listener: socket.socket,
+                 requests_total: Counter, *, workers: int, now: Callable[[], float],
+                 on_accept: Callable[[], None] = lambda: None) -> None:
+        self._state = state
+        self._config = config
+        self._listener = listener
+        self._workers = workers
+        self._now = now
+        self._on_accept = on_accept
+        self._counted = {result: requests_total.labels(result) for result in RESULTS}
+        self._procs: dict[int, asyncio.subprocess.Process] = {}
+        self._links: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.restarts = 0
+
+    async def start(self) -> None:
+        for index in range(self._workers):
+            await self._spawn(index)
+
+    async def _spawn(self, index: int) -> None:
+        mine, theirs = socket.socketpair()
+        fds = (self._listener.fileno(), theirs.fileno())
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "exporter.webhooks.worker", *map(str, fds), pass_fds=fds)
+        finally:
+            theirs.close()
+        self._procs[index] = proc
+        reader, writer = await asyncio.open_unix_connection(sock=mine)
+        writer.write(frame(self._config))
+        task = asyncio.create_task(self._serve(index, proc, reader, writer),
+                                   name=f"webhook-worker-{index}")
+        self._links.add(task)
+        task.add_done_callback(self._links.discard)
+
+    async def _serve(self, index: int, proc: asyncio.subprocess.Process,
+                     reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                message = await read_frame(reader)
+                if message[0] == "batch":
+                    _, batch_id, deliveries, results = message
+                    self._count(results)
+                    writer.write(frame(("answer", batch_id, *self._record(deliveries))))
+                elif message[0] == "results":
+                    self._count(message[1])
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the worker exited: its link closed
+        finally:
+            writer.close()
+        code = await proc.wait()
+        if self._stopping:
+            return
+        log.warning("webhook_worker_exited", worker=index, code=code,
+                    note=f"starting it again in {RESTART_DELAY_SECONDS:g} s")
+        await asyncio.sleep(RESTART_DELAY_SECONDS)
+        if not self._stopping:
+            self.restarts += 1
+            await self._spawn(index)
+
+    def _record(self, deliveries: list[Delivery]) -> tuple[list[bool] | None, str]:
+        try:
+            fresh = self._state.accept_many(deliveries, self._now())
+        except Exception as exc:  # the store failed: the worker answers 503, Meta retries
+            log.exception("webhook_record_failed")
+            return None, f"{type(exc).__name__}: {exc}"[:300]
+        if any(fresh):
+            self._on_accept()
+        return fresh, ""
+
+    def _count(self, results: dict[str, int]) -> None:
+        for result, n in results.items():
+            counter = self._counted.get(result)
+            if counter is not None:
+                counter.inc(n)
+
+    async def stop(self) -> None:
+        """Workers finish the requests they hold (their batches are still answered here),
+        then exit; any still running after `STOP_TIMEOUT_SECONDS` are killed."""
+        self._stopping = True
+        procs = [p for p in self._procs.values() if p.returncode is None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+                await asyncio.gather(*(proc.wait() for proc in procs))
+        except TimeoutError:
+            for proc in procs:
+                if proc.returncode is None:
+                    log.warning("webhook_worker_killed", pid=proc.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+            await asyncio.gather(*(proc.wait() for proc in procs))
+        for task in list(self._links):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

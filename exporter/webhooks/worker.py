@@ -1,0 +1,198 @@
+"""A webhook worker process: the HTTP side of the receiver on a core of its own.
+
+With `D360_WEBHOOK_WORKERS` above 0, the main process binds the webhook socket and starts that
+many of these (`python -m exporter.webhooks.worker LISTEN_FD LINK_FD`), all accepting on the
+same socket. Each runs the same `WebhookReceiver`: reads, authenticates and parses a request,
+answers every 4xx itself, and sends what it accepted to the main process in batches over its
+link (a socketpair). The main process counts and records each batch in one commit, as the
+receiver does in process, and answers which deliveries were new; only then do their 200s go.
+So the counting, the dedupe keys and every counter stay in one process, and what the workers
+take off it is the HTTP stack, about half of what a webhook cost it.
+
+Frames on the link are a 4-byte length and a pickle. Both ends are this program, started by
+the main process over a socketpair nobody else holds, so pickle's trust in its input holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import pickle
+import signal
+import socket
+import struct
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from exporter.logging import configure
+from exporter.serving import embedded_server
+from exporter.webhooks.receiver import WebhookAuth, WebhookReceiver
+from exporter.webhooks.state import Delivery
+
+log = structlog.get_logger("exporter.webhooks")
+
+_LENGTH = struct.Struct("!I")
+RESULTS_EVERY_SECONDS = 0.25  # how often a worker reports its requests' results
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """What a worker needs of the settings, sent as its link's first frame (secrets included:
+    never on its command line, where `ps` shows them)."""
+
+    header: str
+    secret: str | None
+    hmac_secret: str | None
+    max_body_bytes: int
+    read_timeout_seconds: float
+    forward_headers: tuple[str, ...] | None
+    log_format: str
+    log_level: str
+    secrets: tuple[str, ...] = ()
+
+
+def frame(message: Any) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(data)) + data
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Any:
+    (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    return pickle.loads(await reader.readexactly(size))  # noqa: S301 - our own process, see above
+
+
+class RecordFailed(Exception):
+    """The main process could not record a batch (its store failed), or is gone."""
+
+
+class RemoteCommit:
+    """A worker's recorder: the deliveries accepted within 5 ms of each other go to the main
+    process as one batch, and each request waits for its batch's answer. Request results are
+    tallied here and sent along with the batches, and every quarter second."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._waiting: list[tuple[Delivery, asyncio.Future[bool]]] = []
+        self._sent: dict[int, list[asyncio.Future[bool]]] = {}
+        self._ids = itertools.count()
+        self._results: Counter[str] = Counter()
+        self.gone = False
+
+    async def append(self, delivery: Delivery) -> bool:
+        if self.gone:
+            raise RecordFailed("the exporter's main process is gone")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        if not self._waiting:
+            loop.call_later(0.005, self._send)
+        self._waiting.append((delivery, done))
+        return await done
+
+    def count(self, result: str) -> None:
+        self._results[result] += 1
+
+    def _send(self) -> None:
+        batch, self._waiting = self._waiting, []
+        if self.gone:
+            self._fail([done for _, done in batch])
+            return
+        batch_id = next(self._ids)
+        self._sent[batch_id] = [done for _, done in batch]
+        self._writer.write(frame(("batch", batch_id, [d for d, _ in batch], self._take())))
+
+    def send_results(self) -> None:
+        if self._results and not self.gone:
+            self._writer.write(frame(("results", self._take())))
+
+    def _take(self) -> dict[str, int]:
+        results, self._results = dict(self._results), Counter()
+        return results
+
+    def answered(self, batch_id: int, fresh: list[bool] | None, error: str) -> None:
+        waiting = self._sent.pop(batch_id, [])
+        if fresh is None:
+            self._fail(waiting, error)
+            return
+        for done, new in zip(waiting, fresh, strict=True):
+            if not done.done():
+                done.set_result(new)
+
+    def lost(self) -> None:
+        """The link closed: every request still waiting answers 503 (Meta retries it)."""
+        self.gone = True
+        for waiting in self._sent.values():
+            self._fail(waiting)
+        self._sent.clear()
+        self._fail([done for _, done in self._waiting])
+        self._waiting = []
+
+    @staticmethod
+    def _fail(waiting: list[asyncio.Future[bool]],
+              error: str = "the exporter's main process is gone") -> None:
+        for done in waiting:
+            if not done.done():
+                done.set_exception(RecordFailed(error))
+
+
+async def run(listen_fd: int, link_fd: int) -> None:
+    listener = socket.socket(fileno=listen_fd)
+    listener.setblocking(False)
+    reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=link_fd))
+    config: WorkerConfig = await read_frame(reader)
+    configure(config.log_format, config.log_level, config.secrets)
+    recorder = RemoteCommit(writer)
+    auth = WebhookAuth(header=config.header, secret=config.secret, hmac_secret=config.hmac_secret)
+    app = WebhookReceiver(recorder, auth, recorder.count, now=time.time,
+                          max_body_bytes=config.max_body_bytes,
+                          read_timeout_seconds=config.read_timeout_seconds,
+                          forward_headers=config.forward_headers, on_accept=lambda: None)
+    server = embedded_server(app)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+
+    async def answers() -> None:
+        try:
+            while True:
+                kind, *rest = await read_frame(reader)
+                if kind == "answer":
+                    recorder.answered(*rest)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # The main process ended (or was killed): nothing here can be recorded any more.
+            recorder.lost()
+            server.should_exit = True
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(RESULTS_EVERY_SECONDS)
+            recorder.send_results()
+
+    tasks = [asyncio.create_task(answers()), asyncio.create_task(report())]
+    try:
+        await server.serve(sockets=[listener])
+    finally:
+        recorder.send_results()
+        for task in tasks:
+            task.cancel()
+        if not recorder.gone:
+            try:
+                await writer.drain()
+                writer.close()
+            except ConnectionError:
+                pass
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 3:
+        raise SystemExit("usage: python -m exporter.webhooks.worker LISTEN_FD LINK_FD "
+                         "(started by the exporter when D360_WEBHOOK_WORKERS > 0)")
+    asyncio.run(run(int(argv[1]), int(argv[2])))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
