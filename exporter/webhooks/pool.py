@@ -2,9 +2,11 @@
 the bound webhook socket, counts and records the batches they send, answers them, and starts a
 worker again if it dies.
 
-Each batch is one `WebhookState.accept_many` call, as a batch of the in-process receiver is:
-the dedupe look-ups, the counters and the commit stay here, in one process, so two workers can
-never both count a delivery that Meta sent twice at once.
+Batches are counted with `WebhookState.accept_many`, as the in-process receiver's are: the
+dedupe look-ups, the counters and the commit stay here, in one process, so two workers can
+never both count a delivery that Meta sent twice at once. Batches that arrived while the last
+commit ran (from any worker) share the next one: when this process is busy, commits grow
+instead of queueing.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class WorkerPool:
         self._counted = {result: requests_total.labels(result) for result in RESULTS}
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._links: set[asyncio.Task[None]] = set()
+        self._pending: list[tuple[asyncio.StreamWriter, int, list[Delivery]]] = []
         self._stopping = False
         self.restarts = 0
 
@@ -72,7 +75,9 @@ class WorkerPool:
                 if message[0] == "batch":
                     _, batch_id, deliveries, results = message
                     self._count(results)
-                    writer.write(frame(("answer", batch_id, *self._record(deliveries))))
+                    if not self._pending:
+                        asyncio.get_running_loop().call_soon(self._commit)
+                    self._pending.append((writer, batch_id, deliveries))
                 elif message[0] == "results":
                     self._count(message[1])
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -89,15 +94,24 @@ class WorkerPool:
             self.restarts += 1
             await self._spawn(index)
 
-    def _record(self, deliveries: list[Delivery]) -> tuple[list[bool] | None, str]:
+    def _commit(self) -> None:
+        pending, self._pending = self._pending, []
+        everything = [d for _, _, deliveries in pending for d in deliveries]
+        fresh: list[bool] | None = None
+        error = ""
         try:
-            fresh = self._state.accept_many(deliveries, self._now())
-        except Exception as exc:  # the store failed: the worker answers 503, Meta retries
+            fresh = self._state.accept_many(everything, self._now())
+        except Exception as exc:  # the store failed: the workers answer 503, Meta retries
             log.exception("webhook_record_failed")
-            return None, f"{type(exc).__name__}: {exc}"[:300]
-        if any(fresh):
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        start = 0
+        for writer, batch_id, deliveries in pending:
+            part = None if fresh is None else fresh[start:start + len(deliveries)]
+            start += len(deliveries)
+            if not writer.is_closing():  # else that worker died; Meta retries its requests
+                writer.write(frame(("answer", batch_id, part, error)))
+        if fresh is not None and any(fresh):
             self._on_accept()
-        return fresh, ""
 
     def _count(self, results: dict[str, int]) -> None:
         for result, n in results.items():
