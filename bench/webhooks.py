@@ -4,7 +4,7 @@ server stack as the physical ceiling.
 
     .venv/bin/python bench/webhooks.py [--channels 10000] [--wabas 1000] [--rate 3000]
         [--duration 60] [--connections 64] [--saturate-seconds 10] [--saturate-connections 32]
-        [--py-spy /tmp/exporter-profile]
+        [--workers N] [--py-spy /tmp/exporter-profile]
 
 1. `bench/fleet.py` builds the persisted state of a fleet (10,000 channels by default) in a
    temporary directory; the exporter is spawned on it (`python -m exporter`, credentials for an
@@ -21,7 +21,8 @@ server stack as the physical ceiling.
    FAIL with the differences.
 4. The same two phases against a Starlette hello-world route on `exporter.serving`'s embedded
    uvicorn, in its own process.
-5. The exporter's RSS is sampled every second (also its CPU time and inbox depth).
+5. The exporter's RSS is sampled every second (also its CPU time and inbox depth); with
+   `--workers N` (`D360_WEBHOOK_WORKERS`) its worker processes are counted in both.
 """
 
 from __future__ import annotations

@@ -289,7 +289,8 @@ def _worker_pool(exporter: Exporter, listener: socket.socket) -> WorkerPool:
     wake = exporter.forward_wake
     return WorkerPool(exporter.webhooks, config, listener, exporter.metrics.webhook_requests,
                       workers=settings.webhook_workers, now=exporter.clock.now,
-                      on_accept=wake.set if wake is not None else lambda: None)
+                      on_accept=wake.set if wake is not None else lambda: None,
+                      restarts_total=exporter.metrics.webhook_worker_restarts)
 
 
 def _loopback_url(sock: socket.socket) -> str:

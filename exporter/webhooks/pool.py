@@ -33,7 +33,8 @@ STOP_TIMEOUT_SECONDS = 8.0  # a worker's own graceful shutdown takes up to 5 s
 class WorkerPool:
     def __init__(self, state: WebhookState, config: WorkerConfig, listener: socket.socket,
                  requests_total: Counter, *, workers: int, now: Callable[[], float],
-                 on_accept: Callable[[], None] = lambda: None) -> None:
+                 on_accept: Callable[[], None] = lambda: None,
+                 restarts_total: Counter | None = None) -> None:
         self._state = state
         self._config = config
         self._listener = listener
@@ -45,6 +46,7 @@ class WorkerPool:
         self._links: set[asyncio.Task[None]] = set()
         self._pending: list[tuple[asyncio.StreamWriter, int, list[Delivery]]] = []
         self._stopping = False
+        self._restarts_total = restarts_total
         self.restarts = 0
 
     async def start(self) -> None:
@@ -92,6 +94,8 @@ class WorkerPool:
         await asyncio.sleep(RESTART_DELAY_SECONDS)
         if not self._stopping:
             self.restarts += 1
+            if self._restarts_total is not None:
+                self._restarts_total.inc()
             await self._spawn(index)
 
     def _commit(self) -> None:

@@ -30,8 +30,10 @@ class Pool:
         config = WorkerConfig(header="X-Webhook-Secret", secret=SECRET, hmac_secret=None,
                               max_body_bytes=64 * 1024, read_timeout_seconds=5.0,
                               forward_headers=None, log_format="json", log_level="warning")
+        self.restarts = Counter("restarts", "r", registry=self.registry)
         self.pool = WorkerPool(self.state, config, self.socket, self.requests, workers=workers,
-                               now=lambda: 1_751_371_300.0, on_accept=self._accepted)
+                               now=lambda: 1_751_371_300.0, on_accept=self._accepted,
+                               restarts_total=self.restarts)
         self.url = url_of(self.socket) + "/webhook"
 
     def _accepted(self) -> None:
@@ -94,6 +96,7 @@ async def test_a_killed_worker_is_started_again_and_nothing_is_lost(pool):
         victim = next(iter(pool.pool._procs.values()))
         os.kill(victim.pid, signal.SIGKILL)
         await eventually(lambda: pool.pool.restarts == 1)
+        assert pool.registry.get_sample_value("restarts_total") == 1
         # Whichever worker takes them, later deliveries are counted.
         answers = await asyncio.gather(*(pool.post(client, status_body(f"wamid.k{i}"))
                                          for i in range(2, 30)))
