@@ -35,27 +35,45 @@ class _Disconnected(Exception):
     pass
 
 
-class GroupCommit:
-    """Deliveries counted and recorded together: each request waits for the commit that holds
-    it, and every request that arrives within 5 ms of the first shares one commit."""
+Waiting = list[tuple[Delivery, "asyncio.Future[bool]"]]
 
-    def __init__(self, state: WebhookState, now: Callable[[], float]) -> None:
-        self._state = state
-        self._now = now
-        self._waiting: list[tuple[Delivery, asyncio.Future[bool]]] = []
+
+class Gathering:
+    """Deliveries gathered from the first for 5 ms, then handed on together (`_flush`); each
+    request waits for its own answer. Under a stream, one batch then holds a dozen requests."""
+
+    WINDOW_SECONDS = 0.005
+
+    def __init__(self) -> None:
+        self._waiting: Waiting = []
 
     async def append(self, delivery: Delivery) -> bool:
         """True once counted and recorded; False if the same bytes were accepted before."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         if not self._waiting:
-            # Wait 5 ms for company: under a stream, one commit then holds a dozen requests.
-            loop.call_later(0.005, self._commit)
+            loop.call_later(self.WINDOW_SECONDS, self._hand_on)
         self._waiting.append((delivery, done))
         return await done
 
-    def _commit(self) -> None:
+    def _hand_on(self) -> None:
         batch, self._waiting = self._waiting, []
+        self._flush(batch)
+
+    def _flush(self, batch: Waiting) -> None:
+        raise NotImplementedError
+
+
+class GroupCommit(Gathering):
+    """Deliveries counted and recorded together: every request that arrives within 5 ms of
+    the first shares one commit, and is answered after it."""
+
+    def __init__(self, state: WebhookState, now: Callable[[], float]) -> None:
+        super().__init__()
+        self._state = state
+        self._now = now
+
+    def _flush(self, batch: Waiting) -> None:
         try:
             fresh = self._state.accept_many([delivery for delivery, _ in batch], self._now())
         except Exception as exc:  # every request of the batch answers 503

@@ -31,7 +31,7 @@ import structlog
 
 from exporter.logging import configure
 from exporter.serving import embedded_server
-from exporter.webhooks.receiver import WebhookAuth, WebhookReceiver
+from exporter.webhooks.receiver import Gathering, Waiting, WebhookAuth, WebhookReceiver
 from exporter.webhooks.state import Delivery
 
 log = structlog.get_logger("exporter.webhooks")
@@ -70,14 +70,14 @@ class RecordFailed(Exception):
     """The main process could not record a batch (its store failed), or is gone."""
 
 
-class RemoteCommit:
+class RemoteCommit(Gathering):
     """A worker's recorder: the deliveries accepted within 5 ms of each other go to the main
     process as one batch, and each request waits for its batch's answer. Request results are
     tallied here and sent along with the batches, and every quarter second."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
+        super().__init__()
         self._writer = writer
-        self._waiting: list[tuple[Delivery, asyncio.Future[bool]]] = []
         self._sent: dict[int, list[asyncio.Future[bool]]] = {}
         self._ids = itertools.count()
         self._results: Counter[str] = Counter()
@@ -86,18 +86,12 @@ class RemoteCommit:
     async def append(self, delivery: Delivery) -> bool:
         if self.gone:
             raise RecordFailed("the exporter's main process is gone")
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[bool] = loop.create_future()
-        if not self._waiting:
-            loop.call_later(0.005, self._send)
-        self._waiting.append((delivery, done))
-        return await done
+        return await super().append(delivery)
 
     def count(self, result: str) -> None:
         self._results[result] += 1
 
-    def _send(self) -> None:
-        batch, self._waiting = self._waiting, []
+    def _flush(self, batch: Waiting) -> None:
         if self.gone:
             self._fail([done for _, done in batch])
             return
