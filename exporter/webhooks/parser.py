@@ -74,6 +74,17 @@ class CallEvent:
 Event = StatusEvent | CallEvent
 
 
+@compact_pickle
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An accepted request: its exact bytes, and the events the receiver parsed from them."""
+
+    body: bytes
+    received_at: float
+    events: list[Event]
+    forward_headers: dict[str, str] | None = None
+
+
 def _obj(value: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise MalformedWebhook(f"{where} must be an object")

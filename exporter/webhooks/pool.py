@@ -20,8 +20,9 @@ from collections.abc import Callable
 import structlog
 from prometheus_client import Counter
 
+from exporter.webhooks.parser import Delivery
 from exporter.webhooks.receiver import RESULTS
-from exporter.webhooks.state import Delivery, WebhookState
+from exporter.webhooks.state import WebhookState
 from exporter.webhooks.worker import WorkerConfig, frame, read_frame
 
 log = structlog.get_logger("exporter.webhooks")

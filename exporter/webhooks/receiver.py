@@ -12,14 +12,17 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
-from prometheus_client import Counter
 from starlette.types import Message, Receive, Scope, Send
 
-from exporter.webhooks.parser import MalformedWebhook, parse
-from exporter.webhooks.state import Delivery, WebhookState
+from exporter.webhooks.parser import Delivery, MalformedWebhook, parse
+
+if TYPE_CHECKING:  # the worker processes import this module, and need neither
+    from prometheus_client import Counter
+
+    from exporter.webhooks.state import WebhookState
 
 log = structlog.get_logger("exporter.webhooks")
 

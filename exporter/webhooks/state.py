@@ -28,7 +28,7 @@ from exporter.labels import CATEGORIES, DIRECTIONS, OTHER, PRICING_TYPES, bounde
 from exporter.scheduler import month_start
 from exporter.store import connect, transaction
 from exporter.webhooks.outbox import Outbox
-from exporter.webhooks.parser import CallEvent, Event, StatusEvent, compact_pickle, parse
+from exporter.webhooks.parser import CallEvent, Delivery, Event, StatusEvent, parse
 from exporter.webhooks.ratecard import RateCard
 
 log = structlog.get_logger("exporter.webhooks")
@@ -225,17 +225,6 @@ class _Batch:
                 tally = self.tallies.setdefault(where, [0.0, 0.0])
                 tally[0] += messages
                 tally[1] += cost
-
-
-@compact_pickle
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """An accepted request: its exact bytes, and the events the receiver parsed from them."""
-
-    body: bytes
-    received_at: float
-    events: list[Event]
-    forward_headers: dict[str, str] | None = None
 
 
 def digits(phone: str) -> str:

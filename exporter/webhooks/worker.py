@@ -31,8 +31,8 @@ import structlog
 
 from exporter.logging import configure
 from exporter.serving import embedded_server
+from exporter.webhooks.parser import Delivery
 from exporter.webhooks.receiver import Gathering, Waiting, WebhookAuth, WebhookReceiver
-from exporter.webhooks.state import Delivery
 
 log = structlog.get_logger("exporter.webhooks")
 

@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -126,3 +128,14 @@ async def test_stopping_ends_the_workers(tmp_path):
     await p.close()
     assert all(proc.returncode is not None for proc in procs)
     assert p.pool.restarts == 0
+
+
+def test_a_worker_loads_only_the_http_side() -> None:
+    """Each worker is a whole Python process: it must not load the store, the settings or the
+    metrics library it never uses (about 15 MB each)."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, exporter.webhooks.worker; print(*sys.modules)"],
+        capture_output=True, text=True, check=True).stdout.split()
+    heavy = {"exporter.store", "exporter.webhooks.state", "exporter.config", "prometheus_client",
+             "pydantic", "sqlite3", "httpx"}
+    assert heavy.isdisjoint(loaded)
