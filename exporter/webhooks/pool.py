@@ -85,6 +85,10 @@ class WorkerPool:
                     self._count(message[1])
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the worker exited: its link closed
+        except Exception:  # a frame we cannot read: that worker is started afresh
+            log.exception("webhook_worker_link_failed", worker=index)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
         finally:
             writer.close()
         code = await proc.wait()
@@ -92,12 +96,19 @@ class WorkerPool:
             return
         log.warning("webhook_worker_exited", worker=index, code=code,
                     note=f"starting it again in {RESTART_DELAY_SECONDS:g} s")
-        await asyncio.sleep(RESTART_DELAY_SECONDS)
-        if not self._stopping:
+        while not self._stopping:
+            await asyncio.sleep(RESTART_DELAY_SECONDS)
+            if self._stopping:
+                return
             self.restarts += 1
             if self._restarts_total is not None:
                 self._restarts_total.inc()
-            await self._spawn(index)
+            try:
+                await self._spawn(index)
+            except OSError:  # no process could be started (out of memory, say): try again
+                log.exception("webhook_worker_start_failed", worker=index)
+            else:
+                return
 
     def _commit(self) -> None:
         pending, self._pending = self._pending, []

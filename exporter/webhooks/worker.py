@@ -157,9 +157,11 @@ async def run(listen_fd: int, link_fd: int) -> None:
                 if kind == "answer":
                     recorder.answered(*rest)
         except (asyncio.IncompleteReadError, ConnectionError):
-            # The main process ended (or was killed): nothing here can be recorded any more.
-            recorder.lost()
-            server.should_exit = True
+            pass  # the main process ended (or was killed): nothing can be recorded any more
+        except Exception:  # an answer we cannot read: end, and the main process starts anew
+            log.exception("webhook_worker_link_failed")
+        recorder.lost()
+        server.should_exit = True
 
     async def report() -> None:
         while True:
