@@ -41,6 +41,7 @@ ALERT_NAMES = {
     "WhatsAppMonthlySpendOverBudget", "WhatsAppSpendSpike", "WhatsAppUsageDataStale",
     "WhatsAppApiErrors", "WhatsAppApiRateLimited", "WhatsAppWebhookAuthFailures",
     "WhatsAppWebhookOutboxBacklog", "WhatsAppWebhookForwardsExpired", "WhatsAppExporterDown",
+    "WhatsAppWebhookWorkerRestarting",
 }
 
 
