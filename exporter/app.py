@@ -160,25 +160,14 @@ def build(
             metrics.webhook_outbox_age.set_function(
                 lambda: 0.0 if outbox.oldest_received_at is None
                 else max(0.0, clock.now() - outbox.oldest_received_at))
-        auth = WebhookAuth(
-            header=settings.webhook_secret_header,
-            secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
-            hmac_secret=(settings.webhook_hmac_secret.get_secret_value()
-                         if settings.webhook_hmac_secret else None),
-        )
-
-        wake = forward_wake
-
-        def accepted() -> None:
-            if wake is not None:
-                wake.set()
-
+        receiving = _receiver_config(settings)
+        auth = WebhookAuth(header=receiving.header, secret=receiving.secret,
+                           hmac_secret=receiving.hmac_secret)
         webhook_app = receiver_app(
             webhooks, auth, metrics.webhook_requests, now=clock.now,
-            max_body_bytes=settings.webhook_max_body_bytes,
-            read_timeout_seconds=settings.webhook_read_timeout_seconds,
-            forward_headers=settings.webhook_forward_headers if forwarding else None,
-            on_accept=accepted)
+            max_body_bytes=receiving.max_body_bytes,
+            read_timeout_seconds=receiving.read_timeout_seconds,
+            forward_headers=receiving.forward_headers, on_accept=_waker(forward_wake))
 
     def version() -> int:
         return (store.version + (webhooks.version if webhooks is not None else 0)
@@ -271,25 +260,32 @@ def _budget_use(poller: Poller, ledger: Ledger, clock: Clock) -> list[tuple[str,
     return rows
 
 
-def _worker_pool(exporter: Exporter, listener: socket.socket) -> WorkerPool:
-    """Webhook worker processes on the bound socket, counting into this process's state."""
-    settings = exporter.settings
-    assert exporter.webhooks is not None
+def _receiver_config(settings: Settings) -> WorkerConfig:
+    """What the webhook receiver takes from the settings, in this process or in a worker."""
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     hmac_secret = (settings.webhook_hmac_secret.get_secret_value()
                    if settings.webhook_hmac_secret else None)
-    forwarding = exporter.forwarder is not None
-    config = WorkerConfig(
+    forwarding = settings.webhook_forward_url is not None
+    return WorkerConfig(
         header=settings.webhook_secret_header, secret=secret, hmac_secret=hmac_secret,
         max_body_bytes=settings.webhook_max_body_bytes,
         read_timeout_seconds=settings.webhook_read_timeout_seconds,
         forward_headers=tuple(settings.webhook_forward_headers) if forwarding else None,
         log_format=settings.log_format, log_level=settings.log_level,
         secrets=tuple(s for s in (secret, hmac_secret) if s))
-    wake = exporter.forward_wake
-    return WorkerPool(exporter.webhooks, config, listener, exporter.metrics.webhook_requests,
-                      workers=settings.webhook_workers, now=exporter.clock.now,
-                      on_accept=wake.set if wake is not None else lambda: None,
+
+
+def _waker(wake: asyncio.Event | None) -> Callable[[], None]:
+    """What an accepted delivery does: wake the forwarder, if there is one."""
+    return wake.set if wake is not None else lambda: None
+
+
+def _worker_pool(exporter: Exporter, listener: socket.socket) -> WorkerPool:
+    """Webhook worker processes on the bound socket, counting into this process's state."""
+    assert exporter.webhooks is not None
+    return WorkerPool(exporter.webhooks, _receiver_config(exporter.settings), listener,
+                      exporter.metrics.webhook_requests, workers=exporter.settings.webhook_workers,
+                      now=exporter.clock.now, on_accept=_waker(exporter.forward_wake),
                       restarts_total=exporter.metrics.webhook_worker_restarts)
 
 
