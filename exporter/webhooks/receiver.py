@@ -66,6 +66,20 @@ class Gathering:
     def _flush(self, batch: Waiting) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def answer(waiting: Sequence[asyncio.Future[bool]], fresh: Sequence[bool]) -> None:
+        """Each request its answer: whether its delivery was new."""
+        for done, new in zip(waiting, fresh, strict=True):
+            if not done.done():
+                done.set_result(new)
+
+    @staticmethod
+    def fail(waiting: Sequence[asyncio.Future[bool]], exc: Exception) -> None:
+        """Every request of a batch that could not be recorded answers 503."""
+        for done in waiting:
+            if not done.done():
+                done.set_exception(exc)
+
 
 class GroupCommit(Gathering):
     """Deliveries counted and recorded together: every request that arrives within 5 ms of
@@ -77,16 +91,13 @@ class GroupCommit(Gathering):
         self._now = now
 
     def _flush(self, batch: Waiting) -> None:
+        waiting = [done for _, done in batch]
         try:
             fresh = self._state.accept_many([delivery for delivery, _ in batch], self._now())
-        except Exception as exc:  # every request of the batch answers 503
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
+        except Exception as exc:
+            self.fail(waiting, exc)
             return
-        for (_, done), new in zip(batch, fresh, strict=True):
-            if not done.done():
-                done.set_result(new)
+        self.answer(waiting, fresh)
 
 
 class WebhookAuth:

@@ -70,6 +70,9 @@ class RecordFailed(Exception):
     """The main process could not record a batch (its store failed), or is gone."""
 
 
+GONE = "the exporter's main process is gone"
+
+
 class RemoteCommit(Gathering):
     """A worker's recorder: the deliveries accepted within 5 ms of each other go to the main
     process as one batch, and each request waits for its batch's answer. Request results are
@@ -85,7 +88,7 @@ class RemoteCommit(Gathering):
 
     async def append(self, delivery: Delivery) -> bool:
         if self.gone:
-            raise RecordFailed("the exporter's main process is gone")
+            raise RecordFailed(GONE)
         return await super().append(delivery)
 
     def count(self, result: str) -> None:
@@ -93,7 +96,7 @@ class RemoteCommit(Gathering):
 
     def _flush(self, batch: Waiting) -> None:
         if self.gone:
-            self._fail([done for _, done in batch])
+            self.fail([done for _, done in batch], RecordFailed(GONE))
             return
         batch_id = next(self._ids)
         self._sent[batch_id] = [done for _, done in batch]
@@ -110,27 +113,18 @@ class RemoteCommit(Gathering):
     def answered(self, batch_id: int, fresh: list[bool] | None, error: str) -> None:
         waiting = self._sent.pop(batch_id, [])
         if fresh is None:
-            self._fail(waiting, error)
-            return
-        for done, new in zip(waiting, fresh, strict=True):
-            if not done.done():
-                done.set_result(new)
+            self.fail(waiting, RecordFailed(error))
+        else:
+            self.answer(waiting, fresh)
 
     def lost(self) -> None:
         """The link closed: every request still waiting answers 503 (Meta retries it)."""
         self.gone = True
         for waiting in self._sent.values():
-            self._fail(waiting)
+            self.fail(waiting, RecordFailed(GONE))
         self._sent.clear()
-        self._fail([done for _, done in self._waiting])
+        self.fail([done for _, done in self._waiting], RecordFailed(GONE))
         self._waiting = []
-
-    @staticmethod
-    def _fail(waiting: list[asyncio.Future[bool]],
-              error: str = "the exporter's main process is gone") -> None:
-        for done in waiting:
-            if not done.done():
-                done.set_exception(RecordFailed(error))
 
 
 async def run(listen_fd: int, link_fd: int) -> None:
