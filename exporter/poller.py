@@ -450,10 +450,13 @@ class Poller:
     # -- the loop --------------------------------------------------------------------------------
 
     async def tick(self) -> float | None:
-        """Start every task that is due; return when the next one is due."""
+        """Start the tasks that are due, up to `max_concurrent_requests` in flight; return when
+        the next one is due. The rest wait in the heap, most overdue first, until a request
+        ends: after a restart with a fleet overdue, one task per due call (10,000 and more)
+        only queued on the semaphore, at the cost of a long stall and their memory."""
         now = self.clock.now()
         self._check_calendar(now)
-        while True:
+        while not self.saturated():
             due = self.next_due()
             if due is None or due > now:
                 break
@@ -490,6 +493,9 @@ class Poller:
             self.store.prune_ledger(to_ms(now) - self.ledger.max_span_ms())
         return self.next_due()
 
+    def saturated(self) -> bool:
+        return len(self._inflight) >= self.settings.max_concurrent_requests
+
     async def drain(self) -> None:
         """Wait for every request in flight (tests step the loop with tick() and drain())."""
         while self._inflight:
@@ -499,6 +505,8 @@ class Poller:
         while True:
             self._wake.clear()
             nxt = await self.tick()
+            if self.saturated():
+                nxt = None  # what is due waits for a request to end, which wakes the loop
             delay = MAX_IDLE_SLEEP_SECONDS if nxt is None else nxt - self.clock.now()
             delay = min(max(delay, 0.0), MAX_IDLE_SLEEP_SECONDS)
             sleeper = asyncio.ensure_future(self.clock.sleep(delay))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import dataclasses
 from collections.abc import Callable
@@ -254,3 +255,29 @@ async def test_a_lower_month_total_is_held_so_counters_never_go_down(tmp_path):
     await rig.run_until(START + 5400)
     after = (await rig.samples())["whatsapp_messages_total"]
     assert sum(after.values()) > sum(held["whatsapp_messages_total"].values())
+
+
+async def test_an_overdue_fleet_starts_no_more_requests_than_may_run_at_once(tmp_path):
+    """After an outage every channel is due at once. The poller keeps at most
+    max_concurrent_requests requests in flight and leaves the rest due, instead of starting a
+    waiting task per channel; every channel is polled again all the same."""
+    rig = make_rig(tmp_path, build_fleet(7, waba_sizes=(1, 3, 25, 6, 6), clients=2),
+                   max_concurrent_requests=3)
+    await rig.run_until(START + 3600)
+    back = START + 6 * 3600
+    rig.clock.set(back)
+    await rig.restart()
+    poller = rig.exporter.poller
+    assert poller is not None
+    before = asyncio.all_tasks()
+    await poller.tick()
+    started = asyncio.all_tasks() - before
+    assert len(started) == 3
+    assert poller.saturated()
+    due = poller.next_due()  # the rest wait their turn
+    assert due is not None
+    assert due <= back
+    await rig.run_until(back + 900)
+    updated = (await rig.samples())["whatsapp_usage_updated_timestamp_seconds"]
+    assert len(updated) == len(rig.fleet.channels()) == 41
+    assert min(updated.values()) >= back
