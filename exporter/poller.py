@@ -120,24 +120,33 @@ class Selection:
 
     def __init__(self, s: Settings) -> None:
         self._s = s
+        self._lists = [(set(allow), set(deny)) for allow, deny in (
+            (s.allow_client_ids, s.deny_client_ids), (s.allow_waba_ids, s.deny_waba_ids),
+            (s.allow_channel_ids, s.deny_channel_ids))]
+        # Both are asked for every channel at start-up and at every rendering of the fleet.
+        self._everything = not any(allow or deny for allow, deny in self._lists)
+        self._one_shard = s.shard_count == 1
 
     @staticmethod
-    def _passes(values: Iterable[str], allow: list[str], deny: list[str]) -> bool:
+    def _passes(values: Iterable[str], allow: set[str], deny: set[str]) -> bool:
         present = {v for v in values if v}
-        if allow and not present & set(allow):
+        if allow and not present & allow:
             return False
-        return not present & set(deny)
+        return not present & deny
 
     def wanted(self, ch: Channel) -> bool:
-        s = self._s
+        if self._everything:
+            return True
+        clients, wabas, channels = self._lists
         return (
-            self._passes([ch.client_id], s.allow_client_ids, s.deny_client_ids)
-            and self._passes([ch.waba_id, ch.waba_external_id], s.allow_waba_ids, s.deny_waba_ids)
-            and self._passes([ch.id], s.allow_channel_ids, s.deny_channel_ids)
+            self._passes([ch.client_id], *clients)
+            and self._passes([ch.waba_id, ch.waba_external_id], *wabas)
+            and self._passes([ch.id], *channels)
         )
 
     def owns(self, ch: Channel) -> bool:
-        return stable_shard(ch.waba_id or ch.id, self._s.shard_count) == self._s.shard_index
+        return self._one_shard or (
+            stable_shard(ch.waba_id or ch.id, self._s.shard_count) == self._s.shard_index)
 
 
 class Poller:
