@@ -64,8 +64,14 @@ class Deflated:
     size: int
 
 
+# zlib-ng's level 2: 34 MB of fleet text deflates in 0.11 s to 2.6 MB, against 0.28 s to 2.2 MB
+# at the customary 6. Under a webhook stream every scrape deflates most blocks again, and the
+# scrape's CPU is what competes with the webhooks; 18% more bytes on the wire is the cheaper side.
+DEFLATE_LEVEL = 2
+
+
 def deflate(data: bytes) -> Deflated:
-    state = zlib_ng.compressobj(6, zlib_ng.DEFLATED, -15)
+    state = zlib_ng.compressobj(DEFLATE_LEVEL, zlib_ng.DEFLATED, -15)
     return Deflated(state.compress(data) + state.flush(zlib_ng.Z_SYNC_FLUSH),
                     zlib_ng.crc32(data), len(data))
 
