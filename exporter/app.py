@@ -237,7 +237,7 @@ async def refresh_exposition(exposition: Exposition) -> None:
     while True:
         await asyncio.sleep(exposition.refresh_interval())
         try:
-            exposition.refresh()
+            await exposition.arefresh()
         except Exception:
             log.exception("exposition_refresh_failed")  # the scrape renders it instead
 

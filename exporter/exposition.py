@@ -13,9 +13,10 @@ scrape and appended.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -148,6 +149,23 @@ class Fragments(Protocol[K]):
         ...
 
 
+# Longest stretch of rendering between two turns of the event loop: a block takes about a
+# millisecond, and a webhook batch gathers for five.
+SLICE_SECONDS = 0.01
+
+
+async def in_slices(steps: Generator[None, None, None]) -> None:
+    """Run `steps`, letting the event loop run every `SLICE_SECONDS`."""
+    try:
+        deadline = time.perf_counter() + SLICE_SECONDS
+        for _ in steps:
+            if time.perf_counter() >= deadline:
+                await asyncio.sleep(0)
+                deadline = time.perf_counter() + SLICE_SECONDS
+    finally:
+        steps.close()  # a cancelled run hands what it did not reach to the next one
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class _Block:
     keys: tuple[Any, ...]
@@ -167,6 +185,7 @@ class BlockRenderer(Generic[K]):
         self._blocks: list[_Block] = []
         self._seen: tuple[int, object] | None = None  # (journal layout, view) of the blocks
         self._cursor = 0
+        self._pending: set[K] = set()  # keys an unfinished update did not reach
         self._headers: dict[tuple[str, bool], Piece] = {}
         self.rendered_keys = 0
         self.joined_blocks = 0
@@ -175,6 +194,15 @@ class BlockRenderer(Generic[K]):
         """Bring the blocks up to date; deflate new blocks now if asked (a background refresh
         does, so that a gzip scrape finds little left to compress), keeping their plain text
         only if `keep_plain`."""
+        for _ in self.steps(deflate=deflate, keep_plain=keep_plain):
+            pass
+
+    def steps(self, *, deflate: bool = False,
+              keep_plain: bool = True) -> Generator[None, None, None]:
+        """`update` one block at a time: it yields after each block it renders, so that a caller
+        can let the event loop run in between (under a webhook stream most blocks change
+        between scrapes, a second of work in one go). A step left unfinished loses nothing: the
+        blocks it did not reach are rendered by the next update."""
         source = self._source
         self._cursor, written = source.journal.since(self._cursor)
         view = source.view()
@@ -182,42 +210,52 @@ class BlockRenderer(Generic[K]):
         if written is None or self._seen is None or view != self._seen[1]:
             stale: set[K] | None = None  # nothing is known to be current
         else:
-            stale = set(written)
+            stale = set(written) | self._pending
+        self._pending = set()
         if stale is None or seen != self._seen:
-            self._seen = seen
+            self._seen = None  # until the new layout is complete
             order = source.keys()
-            self._block_of = {key: i // BLOCK_CHANNELS for i, key in enumerate(order)}
             groups = [tuple(order[i:i + BLOCK_CHANNELS])
                       for i in range(0, len(order), BLOCK_CHANNELS)]
-            old, self._blocks, fresh = self._blocks, [], []
+            old, blocks = self._blocks, []
             for i, group in enumerate(groups):
                 # A block whose keys neither moved nor changed stays as it is.
                 if (stale is not None and i < len(old) and old[i].keys == group
                         and stale.isdisjoint(group)):
-                    self._blocks.append(old[i])
+                    blocks.append(old[i])
                 else:
-                    self._blocks.append(block := self._render(group, view))
-                    fresh.append(block)
-        else:
-            fresh = []
-            for index in sorted({self._block_of[key] for key in stale if key in self._block_of}):
-                block = self._blocks[index] = self._render(self._blocks[index].keys, view)
-                fresh.append(block)
-        if deflate:
-            for block in fresh:
-                for piece in block.pieces:
-                    piece.deflated(keep_plain=keep_plain)
+                    blocks.append(self._render(group, view, deflate, keep_plain))
+                    yield
+            self._blocks = blocks
+            self._block_of = {key: i // BLOCK_CHANNELS for i, key in enumerate(order)}
+            self._seen = seen
+            return
+        indices = sorted({self._block_of[key] for key in stale if key in self._block_of})
+        done = 0
+        try:
+            for index in indices:
+                block = self._render(self._blocks[index].keys, view, deflate, keep_plain)
+                self._blocks[index] = block
+                done += 1
+                yield
+        finally:
+            for index in indices[done:]:
+                self._pending.update(self._blocks[index].keys)
 
-    def _render(self, keys: tuple[K, ...], view: object) -> _Block:
+    def _render(self, keys: tuple[K, ...], view: object, deflate: bool,
+                keep_plain: bool) -> _Block:
         self.rendered_keys += len(keys)
         self.joined_blocks += 1
         lines = [self._source.lines(key, view) for key in keys]
-        return _Block(keys, tuple(Piece("".join([each[i] for each in lines]).encode())
-                                  for i in range(len(self._source.families))))
+        block = _Block(keys, tuple(Piece("".join([each[i] for each in lines]).encode())
+                                   for i in range(len(self._source.families))))
+        if deflate:
+            for piece in block.pieces:
+                piece.deflated(keep_plain=keep_plain)
+        return block
 
-    def render(self, openmetrics: bool, *, deflate: bool = False,
-               keep_plain: bool = True) -> list[Piece]:
-        self.update(deflate=deflate, keep_plain=keep_plain)
+    def pieces(self, openmetrics: bool) -> list[Piece]:
+        """The part's body as it stands (`update` first)."""
         pieces: list[Piece] = []
         for i, spec in enumerate(self._source.families):
             pieces.append(self._header(spec, openmetrics))
@@ -269,15 +307,23 @@ class Exposition:
         self._cache: dict[bool, _Rendered] = {}  # openmetrics? -> rendered data part
         self._asked: set[bool] = set()  # compress? as scrapers have asked
         self._scraped: list[float] = []  # monotonic times of the last two scrapes
+        self._lock = asyncio.Lock()  # one sliced update at a time
         self.renders = 0
 
     def refresh(self) -> None:
-        """Catch the large parts up with their data between scrapes (the app calls this every
-        `refresh_interval()`), so a scrape finds little left to render. Nothing before the
-        first scrape: nobody may ever ask."""
+        """Catch the large parts up with their data between scrapes (the app calls `arefresh`
+        every `refresh_interval()`), so a scrape finds little left to render. Nothing before
+        the first scrape: nobody may ever ask."""
         if self._asked:
             for part in self._parts:
                 part.update(**self._keeping())
+
+    async def arefresh(self) -> None:
+        """`refresh` in slices that let the event loop run in between."""
+        if self._asked:
+            async with self._lock:
+                for part in self._parts:
+                    await in_slices(part.steps(**self._keeping()))
 
     def _keeping(self) -> dict[str, bool]:
         # While scrapers ask only for gzip, each block is deflated as soon as it is rendered
@@ -289,12 +335,28 @@ class Exposition:
         version = self._version()
         cached = self._cache.get(openmetrics)
         if cached is None or cached.version != version:
-            pieces = [piece for part in self._parts
-                      for piece in part.render(openmetrics, **self._keeping())]
-            pieces.append(Piece(om_latest(self._data).removesuffix(_EOF) if openmetrics
-                                else text_latest(self._data)))
-            cached = self._cache[openmetrics] = _Rendered(version, pieces)
-            self.renders += 1
+            for part in self._parts:
+                part.update(**self._keeping())
+            cached = self._assemble(openmetrics, version)
+        return cached
+
+    async def _arendered(self, openmetrics: bool) -> _Rendered:
+        # The version is read before the parts catch up: what changes meanwhile may already
+        # be in the body, and is rendered again by the next scrape; nothing is missed.
+        version = self._version()
+        cached = self._cache.get(openmetrics)
+        if cached is None or cached.version != version:
+            for part in self._parts:
+                await in_slices(part.steps(**self._keeping()))
+            cached = self._assemble(openmetrics, version)
+        return cached
+
+    def _assemble(self, openmetrics: bool, version: int) -> _Rendered:
+        pieces = [piece for part in self._parts for piece in part.pieces(openmetrics)]
+        pieces.append(Piece(om_latest(self._data).removesuffix(_EOF) if openmetrics
+                            else text_latest(self._data)))
+        self.renders += 1
+        cached = self._cache[openmetrics] = _Rendered(version, pieces)
         return cached
 
     def refresh_interval(self) -> float:
@@ -308,7 +370,19 @@ class Exposition:
     def chunks(self, *, openmetrics: bool, compress: bool) -> tuple[list[bytes], str]:
         """The body as chunks to send in order (no copy of the large part per scrape)."""
         self._asked.add(compress)
-        cached = self._rendered(openmetrics)
+        return self._finish(self._rendered(openmetrics), openmetrics, compress)
+
+    async def achunks(self, *, openmetrics: bool, compress: bool) -> tuple[list[bytes], str]:
+        """`chunks`, rendering in slices that let the event loop run in between (the app's
+        scrapes: a scrape that finds most blocks changed would stall every webhook for as
+        long as it renders)."""
+        self._asked.add(compress)
+        async with self._lock:
+            cached = await self._arendered(openmetrics)
+            return self._finish(cached, openmetrics, compress)
+
+    def _finish(self, cached: _Rendered, openmetrics: bool,
+                compress: bool) -> tuple[list[bytes], str]:
         own = om_latest(self._own) if openmetrics else text_latest(self._own)
         ctype = OPENMETRICS_TYPE if openmetrics else TEXT_TYPE
         self._scraped = [*self._scraped[-1:], time.monotonic()]

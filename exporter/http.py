@@ -86,7 +86,7 @@ def metrics_app(exposition: Exposition, ready: Callable[[], bool], mode: str,
         encoding = request.headers.get("accept-encoding", "")
         openmetrics = "application/openmetrics-text" in accept
         compress = "gzip" in encoding
-        chunks, ctype = exposition.chunks(openmetrics=openmetrics, compress=compress)
+        chunks, ctype = await exposition.achunks(openmetrics=openmetrics, compress=compress)
         headers = {"Content-Encoding": "gzip", "Vary": "Accept, Accept-Encoding"} if compress \
             else {"Vary": "Accept, Accept-Encoding"}
         return ChunksResponse(chunks, media_type=ctype, headers=headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import zlib
@@ -9,6 +10,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter import exposition as exposition_module
@@ -340,3 +342,74 @@ def test_a_block_keeps_its_place_when_discovery_changes_nothing(tmp_path):
     store.set_discovery([], list(store.channels.values()))
     check_against_oracle(exposition, oracle)
     assert renderer.joined_blocks == joined
+
+
+async def turns_while(work) -> tuple[object, int]:
+    """Run `work` and count the event loop's turns until it is done."""
+    turns = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal turns
+        while not done.is_set():
+            await asyncio.sleep(0)
+            turns += 1
+
+    counting = asyncio.create_task(ticker())
+    try:
+        return await work, turns
+    finally:
+        done.set()
+        await counting
+
+
+async def test_a_scrape_renders_in_slices_that_let_the_loop_run(tmp_path, monkeypatch):
+    """A scrape and a background refresh that find many blocks to render give the event loop
+    a turn between slices (webhooks are committed in between), with the same body."""
+    monkeypatch.setattr(exposition_module, "SLICE_SECONDS", 0.0)  # a turn after every block
+    store, _, oracle, exposition = fleet_setup(tmp_path, n=200)  # 7 blocks
+    blocks = -(-200 // exposition_module.BLOCK_CHANNELS)
+    (chunks, _), turns = await turns_while(exposition.achunks(openmetrics=False,
+                                                              compress=False))
+    assert turns >= blocks - 1
+    assert b"".join(chunks) == generate_latest(oracle)
+    for i in range(0, 200, 16):  # a change in every block
+        store.put_channel_balance(f"ch_{i:03d}", Balance(Decimal(-i), "USD"), DEC)
+    _, turns = await turns_while(exposition.arefresh())
+    assert turns >= blocks - 1
+    renderer = exposition._parts[0]
+    joined = renderer.joined_blocks
+    (chunks, _), _ = await turns_while(exposition.achunks(openmetrics=False, compress=False))
+    assert renderer.joined_blocks == joined  # the refresh left nothing to render
+    assert b"".join(chunks) == generate_latest(oracle)
+    check_against_oracle(exposition, oracle)
+
+
+async def test_a_render_cut_short_leaves_nothing_stale(tmp_path, monkeypatch):
+    """A sliced update cancelled part-way (a scrape whose client went away, a shutdown) hands
+    the blocks it did not reach to the next update, whether it was re-rendering changed blocks
+    or laying the part out anew."""
+    monkeypatch.setattr(exposition_module, "SLICE_SECONDS", 0.0)
+    store, _, oracle, exposition = fleet_setup(tmp_path, n=200)
+
+    async def cut_short(work) -> None:
+        task = asyncio.create_task(work)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    await cut_short(exposition.achunks(openmetrics=False, compress=False))  # the first layout
+    check_against_oracle(exposition, oracle)
+    for i in range(0, 200, 16):
+        store.put_channel_balance(f"ch_{i:03d}", Balance(Decimal(-i), "USD"), DEC)
+    await cut_short(exposition.arefresh())
+    check_against_oracle(exposition, oracle)
+    for i in range(0, 200, 16):  # changes in every block, and a new channel: a new layout
+        store.put_channel_balance(f"ch_{i:03d}", Balance(Decimal(i), "USD"), DEC)
+    store.set_discovery([], [*store.channels.values(),
+                             Channel("ch_999", "cl_1", "wa_1", "1049", "+4915", "New", "ready")])
+    await cut_short(exposition.arefresh())
+    check_against_oracle(exposition, oracle)
