@@ -235,7 +235,7 @@ async def process_webhooks(exporter: Exporter) -> None:
 async def refresh_exposition(exposition: Exposition) -> None:
     """Render what changed between scrapes, off the scrape path (see Exposition.refresh)."""
     while True:
-        await asyncio.sleep(exposition.refresh_delay())
+        await asyncio.sleep(exposition.refresh_interval())
         try:
             await exposition.arefresh()
         except Exception:

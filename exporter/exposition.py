@@ -307,23 +307,20 @@ class Exposition:
         self._cache: dict[bool, _Rendered] = {}  # openmetrics? -> rendered data part
         self._asked: set[bool] = set()  # compress? as scrapers have asked
         self._scraped: list[float] = []  # monotonic times of the last two scrapes
-        self._refreshed = float("-inf")  # monotonic time of the last background refresh
         self._lock = asyncio.Lock()  # one sliced update at a time
         self.renders = 0
 
     def refresh(self) -> None:
         """Catch the large parts up with their data between scrapes (the app calls `arefresh`
-        after each `refresh_delay()`), so a scrape finds little left to render. Nothing before
+        every `refresh_interval()`), so a scrape finds little left to render. Nothing before
         the first scrape: nobody may ever ask."""
         if self._asked:
-            self._refreshed = time.monotonic()
             for part in self._parts:
                 part.update(**self._keeping())
 
     async def arefresh(self) -> None:
         """`refresh` in slices that let the event loop run in between."""
         if self._asked:
-            self._refreshed = time.monotonic()
             async with self._lock:
                 for part in self._parts:
                     await in_slices(part.steps(**self._keeping()))
@@ -362,19 +359,13 @@ class Exposition:
         cached = self._cache[openmetrics] = _Rendered(version, pieces)
         return cached
 
-    def refresh_delay(self) -> float:
-        """Seconds until the next background refresh: one per scrape interval, once three
-        quarters of it have passed, so that a scrape finds a quarter's changes left to render.
-        (Under a webhook stream most blocks change within seconds; refreshing every third of
-        the interval rendered each of them three times per scrape.) Every second until two
-        scrapes show their interval, and while this interval's refresh is done."""
+    def refresh_interval(self) -> float:
+        """How often a background refresh pays: a third of the time between scrapes (at least
+        a second). Under a webhook stream most channels change within any few seconds, and
+        rendering a channel once per scrape beats once per second."""
         if len(self._scraped) < 2:
             return 1.0
-        earlier, last = self._scraped
-        due = last + 0.75 * (last - earlier)
-        if self._refreshed >= due:
-            return 1.0  # a new scrape sets the next one
-        return max(0.0, due - time.monotonic())
+        return max(1.0, (self._scraped[1] - self._scraped[0]) / 3)
 
     def chunks(self, *, openmetrics: bool, compress: bool) -> tuple[list[bytes], str]:
         """The body as chunks to send in order (no copy of the large part per scrape)."""

@@ -263,27 +263,19 @@ def test_webhook_counters_render_per_channel_as_prometheus_client_would(tmp_path
     assert renderer.joined_blocks == joined + 1
 
 
-def test_the_background_refresh_runs_once_per_scrape_interval(tmp_path, monkeypatch):
-    """Every second until two scrapes show their interval; then once per interval, when three
-    quarters of it have passed since the last scrape."""
+def test_the_background_refresh_follows_the_scrape_interval(tmp_path, monkeypatch):
+    """Every second until two scrapes show their interval; then a third of it, never under a
+    second."""
     _, _, _, exposition = fleet_setup(tmp_path, n=3)
-    now = [100.0]
-    monkeypatch.setattr(exposition_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
-    assert exposition.refresh_delay() == 1.0
+    clock = iter([100.0, 130.0, 130.5])
+    monkeypatch.setattr(exposition_module, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    assert exposition.refresh_interval() == 1.0
     exposition.body(openmetrics=False, compress=True)
-    assert exposition.refresh_delay() == 1.0
-    now[0] = 130.0
+    assert exposition.refresh_interval() == 1.0
     exposition.body(openmetrics=False, compress=True)
-    now[0] = 131.0
-    assert exposition.refresh_delay() == 21.5  # due at 130 + 22.5
-    now[0] = 153.0
-    assert exposition.refresh_delay() == 0.0  # late: at once
-    exposition.refresh()
-    assert exposition.refresh_delay() == 1.0  # this interval's is done
-    now[0] = 160.0
+    assert exposition.refresh_interval() == 10.0
     exposition.body(openmetrics=False, compress=True)
-    now[0] = 161.0
-    assert exposition.refresh_delay() == 21.5  # due at 160 + 22.5
+    assert exposition.refresh_interval() == 1.0  # 0.5 s apart: the floor
 
 
 def test_channel_lines_equal_prometheus_client_for_awkward_values(tmp_path):
