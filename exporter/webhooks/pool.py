@@ -60,6 +60,9 @@ class WorkerPool:
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "exporter.webhooks.worker", *map(str, fds), pass_fds=fds)
+        except BaseException:
+            mine.close()  # else every failed start, tried again each second, leaks a descriptor
+            raise
         finally:
             theirs.close()
         self._procs[index] = proc
@@ -72,6 +75,7 @@ class WorkerPool:
 
     async def _serve(self, index: int, proc: asyncio.subprocess.Process,
                      reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        unreadable = False
         try:
             while True:
                 message = await read_frame(reader)
@@ -87,10 +91,18 @@ class WorkerPool:
             pass  # the worker exited: its link closed
         except Exception:  # a frame we cannot read: that worker is started afresh
             log.exception("webhook_worker_link_failed", worker=index)
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            unreadable = True
         finally:
             writer.close()
+        if unreadable:
+            # Its link closed, the worker answers its waiting requests 503 (Meta retries them)
+            # and exits; killed at once, it would drop them unanswered.
+            try:
+                async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+                    await proc.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
         code = await proc.wait()
         if self._stopping:
             return

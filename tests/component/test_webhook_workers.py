@@ -4,21 +4,25 @@ into the main process's state exactly as the in-process receiver does."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 
 import httpx
 import pytest
+import structlog.testing
 from prometheus_client import CollectorRegistry, Counter
 
 from exporter.serving import bind_socket, url_of
+from exporter.webhooks import pool as pool_module
 from exporter.webhooks.pool import WorkerPool
 from exporter.webhooks.state import MESSAGES, STATUSES_METRIC, WebhookState
-from exporter.webhooks.worker import WorkerConfig
+from exporter.webhooks.worker import WorkerConfig, read_frame
 from tests.component.webhooks_kit import KNOWN, SECRET, status_body
 
 
@@ -139,3 +143,107 @@ def test_a_worker_loads_only_the_http_side() -> None:
     heavy = {"exporter.store", "exporter.webhooks.state", "exporter.config", "prometheus_client",
              "pydantic", "sqlite3", "httpx"}
     assert heavy.isdisjoint(loaded)
+
+
+GARBAGE = b"\x00\xff not a pickle"
+
+
+class GarbledLink:
+    """Stands in for the pool's `read_frame`: frames pass through until `arm()`, then the pool
+    reads garbage where a worker's next batch was, or right after it."""
+
+    def __init__(self, *, after_the_batch: bool) -> None:
+        self._after = after_the_batch
+        self._armed = False
+        self._garbled_next: asyncio.StreamReader | None = None
+
+    def arm(self) -> None:
+        self._armed = True
+
+    async def __call__(self, reader: asyncio.StreamReader):
+        if reader is self._garbled_next:
+            self._garbled_next = None
+            return await self._garbage()
+        message = await read_frame(reader)
+        if self._armed and message[0] == "batch":
+            self._armed = False
+            if not self._after:
+                return await self._garbage()
+            self._garbled_next = reader  # the pool holds the batch; its next frame is garbage
+        return message
+
+    @staticmethod
+    async def _garbage():
+        # The real decoder on bytes that are no pickle, as a corrupted link would deliver them.
+        stream = asyncio.StreamReader()
+        stream.feed_data(struct.pack("!I", len(GARBAGE)) + GARBAGE)
+        stream.feed_eof()
+        return await read_frame(stream)
+
+
+@pytest.mark.parametrize(("after_the_batch", "retried"), [(False, "ok"), (True, "duplicate")],
+                         ids=["instead-of-the-batch", "after-the-batch"])
+async def test_an_unreadable_frame_restarts_that_worker_and_its_request_is_retried(
+        pool, monkeypatch, after_the_batch, retried):
+    """A frame the pool cannot read drops that worker's link: its waiting request answers 503,
+    the worker is started again, and Meta's retry and later deliveries are each counted once."""
+    monkeypatch.setattr(pool_module, "RESTART_DELAY_SECONDS", 0.05)
+    garbled = GarbledLink(after_the_batch=after_the_batch)
+    monkeypatch.setattr(pool_module, "read_frame", garbled)
+    before = dict(pool.pool._procs)
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await pool.post(client, status_body("wamid.g1"))).status_code == 200
+        await eventually(lambda: pool.result("ok") == 1)  # not riding on the garbled frame
+        garbled.arm()
+        with structlog.testing.capture_logs() as logs:
+            r = await pool.post(client, status_body("wamid.g2"))
+            await eventually(lambda: pool.pool.restarts == 1)
+        (failed,) = [e for e in logs if e["event"] == "webhook_worker_link_failed"]
+        assert pool.pool._procs[failed["worker"]] is not before[failed["worker"]]
+        assert pool.registry.get_sample_value("restarts_total") == 1
+        assert (r.status_code, r.json()["result"]) == (503, "error")
+        again = await pool.post(client, status_body("wamid.g2"))  # Meta's retry
+        assert (again.status_code, again.json()["result"]) == (200, retried)
+        later = await asyncio.gather(*(pool.post(client, status_body(f"wamid.g{i}"))
+                                       for i in range(3, 13)))
+    assert [a.status_code for a in later] == [200] * 10
+    assert sum(pool.state.counters[MESSAGES].values()) == 12
+    await eventually(lambda: pool.result("ok") + pool.result("duplicate") == 12)
+
+
+async def test_a_worker_that_cannot_be_started_is_tried_again_until_it_serves(
+        tmp_path, monkeypatch):
+    """A worker whose start fails (fork refused, say) is logged and tried again, and once it
+    starts it serves the deliveries, including one that waited while no worker ran."""
+    p = Pool(tmp_path, workers=1)  # one worker: whatever is served, the restarted one served
+    await p.pool.start()
+    try:
+        monkeypatch.setattr(pool_module, "RESTART_DELAY_SECONDS", 0.05)
+        spawn = asyncio.create_subprocess_exec
+        attempts = 0
+        waiting: list[asyncio.Task[httpx.Response]] = []
+
+        async def refused_once(*args, **kwargs):
+            nonlocal attempts
+            attempts += 1
+            if attempts == 1:
+                # No worker runs now: this delivery waits on the pool's socket, not refused.
+                waiting.append(asyncio.create_task(p.post(client, status_body("wamid.s2"))))
+                raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+            return await spawn(*args, **kwargs)
+
+        # The pool looks it up on the asyncio module at each start.
+        monkeypatch.setattr(asyncio, "create_subprocess_exec", refused_once)
+        async with httpx.AsyncClient(timeout=10) as client:
+            assert (await p.post(client, status_body("wamid.s1"))).status_code == 200
+            with structlog.testing.capture_logs() as logs:
+                os.kill(next(iter(p.pool._procs.values())).pid, signal.SIGKILL)
+                await eventually(lambda: attempts == 2)
+                assert (await waiting[0]).status_code == 200
+            assert [e["worker"] for e in logs if e["event"] == "webhook_worker_start_failed"] == [0]
+            answers = await asyncio.gather(*(p.post(client, status_body(f"wamid.s{i}"))
+                                             for i in range(3, 8)))
+        assert [a.status_code for a in answers] == [200] * 5
+        assert sum(p.state.counters[MESSAGES].values()) == 7
+    finally:
+        await p.close()
