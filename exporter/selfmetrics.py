@@ -63,8 +63,8 @@ class SelfMetrics:
             "unauthorized, malformed, too_large, unsupported_media_type, timeout, error).",
             ["result"], registry=r)
         self.webhook_worker_restarts = Counter(
-            PREFIX + "webhook_worker_restarts", "Webhook worker processes started again after "
-            "one exited (D360_WEBHOOK_WORKERS).", registry=r)
+            PREFIX + "webhook_worker_restarts", "Attempts to start a webhook worker process "
+            "again after one exited, failed ones included (D360_WEBHOOK_WORKERS).", registry=r)
         self.webhook_inbox = Gauge(
             PREFIX + "webhook_inbox_pending", "Webhook deliveries an earlier build recorded "
             "but did not count (counted at start-up).",
