@@ -16,6 +16,7 @@ import contextlib
 import socket
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from prometheus_client import Counter
@@ -78,18 +79,10 @@ class WorkerPool:
         unreadable = False
         try:
             while True:
-                message = await read_frame(reader)
-                if message[0] == "batch":
-                    _, batch_id, deliveries, results = message
-                    self._count(results)
-                    if not self._pending:
-                        asyncio.get_running_loop().call_soon(self._commit)
-                    self._pending.append((writer, batch_id, deliveries))
-                elif message[0] == "results":
-                    self._count(message[1])
+                self._take(writer, await read_frame(reader))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the worker exited: its link closed
-        except Exception:  # a frame we cannot read: that worker is started afresh
+        except Exception:  # a frame we cannot read or use: that worker is started afresh
             log.exception("webhook_worker_link_failed", worker=index)
             unreadable = True
         finally:
@@ -121,6 +114,24 @@ class WorkerPool:
                 log.exception("webhook_worker_start_failed", worker=index)
             else:
                 return
+
+    def _take(self, writer: asyncio.StreamWriter, message: Any) -> None:
+        """One frame from a worker: a batch to commit, or results to count. Anything else
+        raises, and that worker is started afresh."""
+        if message[0] == "batch":
+            _, batch_id, deliveries, results = message
+            # Checked here, not in the commit: there it would fail the batches of every worker
+            # sharing that commit.
+            if not all(type(d) is Delivery for d in deliveries):
+                raise TypeError("a batch holds something other than deliveries")
+            self._count(results)
+            if not self._pending:
+                asyncio.get_running_loop().call_soon(self._commit)
+            self._pending.append((writer, batch_id, deliveries))
+        elif message[0] == "results":
+            self._count(message[1])
+        else:  # ignored, a batch's requests would wait for an answer that never comes
+            raise ValueError(f"unexpected frame {message[0]!r}")
 
     def _commit(self) -> None:
         pending, self._pending = self._pending, []

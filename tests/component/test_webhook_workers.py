@@ -150,10 +150,12 @@ GARBAGE = b"\x00\xff not a pickle"
 
 class GarbledLink:
     """Stands in for the pool's `read_frame`: frames pass through until `arm()`, then the pool
-    reads garbage where a worker's next batch was, or right after it."""
+    reads garbage where a worker's next batch was, or right after it; or, `instead` of the batch,
+    a frame that unpickles but is no frame the pool knows."""
 
-    def __init__(self, *, after_the_batch: bool) -> None:
+    def __init__(self, *, after_the_batch: bool, instead: object = None) -> None:
         self._after = after_the_batch
+        self._instead = instead
         self._armed = False
         self._garbled_next: asyncio.StreamReader | None = None
 
@@ -167,6 +169,8 @@ class GarbledLink:
         message = await read_frame(reader)
         if self._armed and message[0] == "batch":
             self._armed = False
+            if self._instead is not None:
+                return self._instead
             if not self._after:
                 return await self._garbage()
             self._garbled_next = reader  # the pool holds the batch; its next frame is garbage
@@ -181,14 +185,17 @@ class GarbledLink:
         return await read_frame(stream)
 
 
-@pytest.mark.parametrize(("after_the_batch", "retried"), [(False, "ok"), (True, "duplicate")],
-                         ids=["instead-of-the-batch", "after-the-batch"])
+@pytest.mark.parametrize(("after_the_batch", "instead", "retried"), [
+    (False, None, "ok"), (True, None, "duplicate"), (False, ("hello", 1), "ok"),
+    (False, ("batch", 7, ["not a delivery"], {}), "ok")],
+    ids=["instead-of-the-batch", "after-the-batch", "an-unknown-frame", "a-batch-of-no-deliveries"])
 async def test_an_unreadable_frame_restarts_that_worker_and_its_request_is_retried(
-        pool, monkeypatch, after_the_batch, retried):
-    """A frame the pool cannot read drops that worker's link: its waiting request answers 503,
-    the worker is started again, and Meta's retry and later deliveries are each counted once."""
+        pool, monkeypatch, after_the_batch, instead, retried):
+    """A frame the pool cannot read or use drops that worker's link: its waiting request
+    answers 503, the worker is started again, and Meta's retry and later deliveries are each
+    counted once."""
     monkeypatch.setattr(pool_module, "RESTART_DELAY_SECONDS", 0.05)
-    garbled = GarbledLink(after_the_batch=after_the_batch)
+    garbled = GarbledLink(after_the_batch=after_the_batch, instead=instead)
     monkeypatch.setattr(pool_module, "read_frame", garbled)
     before = dict(pool.pool._procs)
     async with httpx.AsyncClient(timeout=10) as client:
