@@ -60,7 +60,7 @@ def polled_totals(usage: MonthUsage) -> Totals:
     return out
 
 
-def webhook_totals(tallies: dict[MonthKey, list[float]], channel: Channel) -> Totals:
+def webhook_totals(tallies: dict[MonthKey, tuple[float, float]], channel: Channel) -> Totals:
     out: Totals = {}
     for category in CATEGORIES | {"other"}:
         tally = tallies.get((channel.waba_label, channel.id, category))

@@ -258,12 +258,14 @@ class WebhookState:
         # them; the journal names the channels counted since it last looked.
         self.by_channel: dict[tuple[str, str], dict[str, dict[Labels, float]]] = {}
         self.journal: Journal[tuple[str, str]] = Journal()
-        # month_start -> (waba_id, channel_id, category) -> [messages, estimated cost]
-        self.months: dict[int, dict[MonthKey, list[float]]] = {}
+        # month_start -> (waba_id, channel_id, category) -> (messages, estimated cost); tuples
+        # of floats, which the garbage collector stops tracking (lists it walked in every full
+        # collection, one per channel and category)
+        self.months: dict[int, dict[MonthKey, tuple[float, float]]] = {}
         for month, waba, channel, category, messages, cost in self._db.execute(
                 "SELECT * FROM webhook_months"):
-            self.months.setdefault(int(month), {})[(waba, channel, category)] = [
-                float(messages), float(cost)]
+            self.months.setdefault(int(month), {})[(waba, channel, category)] = (
+                float(messages), float(cost))
         # (month_start, waba_id, channel_id) -> where both sources stood when the comparison began
         self.baselines: dict[tuple[int, str, str], Baseline] = {}
         for month, waba, channel, category, *values in self._db.execute(
@@ -389,9 +391,9 @@ class WebhookState:
         for (metric, labels), amount in batch.increments.items():
             self.journal.written(self._add(metric, labels, amount))
         for (month, key), (messages, cost) in batch.tallies.items():
-            tally = self.months.setdefault(month, {}).setdefault(key, [0.0, 0.0])
-            tally[0] += messages
-            tally[1] += cost
+            tallies = self.months.setdefault(month, {})
+            was_messages, was_cost = tallies.get(key, (0.0, 0.0))
+            tallies[key] = (was_messages + messages, was_cost + cost)
         if batch.increments:
             self.version += 1
 

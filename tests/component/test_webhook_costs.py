@@ -75,8 +75,8 @@ async def test_months_follow_the_status_timestamp_and_survive_a_restart(tmp_path
     again = Receiver(tmp_path, rate_card=CARD)
     may_start, june_start = calendar.timegm((2026, 5, 1, 0, 0, 0)), calendar.timegm(
         (2026, 6, 1, 0, 0, 0))
-    assert again.state.months[may_start][(WABA, CH, "marketing")] == pytest.approx([1, 0.1365])
-    assert again.state.months[june_start][(WABA, CH, "marketing")] == pytest.approx([2, 0.273])
+    assert again.state.months[may_start][(WABA, CH, "marketing")] == pytest.approx((1, 0.1365))
+    assert again.state.months[june_start][(WABA, CH, "marketing")] == pytest.approx((2, 0.273))
     again.state.prune(calendar.timegm((2026, 7, 2, 0, 0, 0)))  # keeps June and July only
     assert list(again.state.months) == [june_start]
     again.state.close()
