@@ -331,10 +331,15 @@ class Exposition:
         # which the allocator would keep after it was freed).
         return {"deflate": True in self._asked, "keep_plain": False in self._asked}
 
-    def _rendered(self, openmetrics: bool) -> _Rendered:
+    def _current(self, openmetrics: bool) -> tuple[int, _Rendered | None]:
+        """The data's version, and the cached body if it is of that version."""
         version = self._version()
         cached = self._cache.get(openmetrics)
-        if cached is None or cached.version != version:
+        return version, cached if cached is not None and cached.version == version else None
+
+    def _rendered(self, openmetrics: bool) -> _Rendered:
+        version, cached = self._current(openmetrics)
+        if cached is None:
             for part in self._parts:
                 part.update(**self._keeping())
             cached = self._assemble(openmetrics, version)
@@ -343,9 +348,8 @@ class Exposition:
     async def _arendered(self, openmetrics: bool) -> _Rendered:
         # The version is read before the parts catch up: what changes meanwhile may already
         # be in the body, and is rendered again by the next scrape; nothing is missed.
-        version = self._version()
-        cached = self._cache.get(openmetrics)
-        if cached is None or cached.version != version:
+        version, cached = self._current(openmetrics)
+        if cached is None:
             for part in self._parts:
                 await in_slices(part.steps(**self._keeping()))
             cached = self._assemble(openmetrics, version)
