@@ -90,12 +90,7 @@ class WorkerPool:
         if unreadable:
             # Its link closed, the worker answers its waiting requests 503 (Meta retries them)
             # and exits; killed at once, it would drop them unanswered.
-            try:
-                async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
-                    await proc.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+            await _exit_or_kill([proc])
         code = await proc.wait()
         if self._stopping:
             return
@@ -166,16 +161,21 @@ class WorkerPool:
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
-        try:
-            async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
-                await asyncio.gather(*(proc.wait() for proc in procs))
-        except TimeoutError:
-            for proc in procs:
-                if proc.returncode is None:
-                    log.warning("webhook_worker_killed", pid=proc.pid)
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-            await asyncio.gather(*(proc.wait() for proc in procs))
+        await _exit_or_kill(procs)
         for task in list(self._links):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def _exit_or_kill(procs: list[asyncio.subprocess.Process]) -> None:
+    """Give workers `STOP_TIMEOUT_SECONDS` to finish what they hold and exit; kill the rest."""
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+            await asyncio.gather(*(proc.wait() for proc in procs))
+    except TimeoutError:
+        for proc in procs:
+            if proc.returncode is None:
+                log.warning("webhook_worker_killed", pid=proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+        await asyncio.gather(*(proc.wait() for proc in procs))
