@@ -141,8 +141,9 @@ async def run(listen_fd: int, link_fd: int) -> None:
                           read_timeout_seconds=config.read_timeout_seconds,
                           forward_headers=config.forward_headers, on_accept=lambda: None)
     server = embedded_server(app)
-    # What is loaded by now lives as long as the worker: out of the full collections, which
-    # walked it all (14 to 26 ms with the worker's requests waiting) every second or two.
+    # What is loaded by now lives as long as the worker: out of the collections, which walked
+    # it all (full passes of 14 to 22 ms with requests waiting; 0.6 s a minute in all at
+    # 2,000 requests a second over two workers, 20 ms with the freeze).
     gc.freeze()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
