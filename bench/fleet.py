@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from exporter.domain import Balance, CallTotal, Channel, Client, MessageTotal, MonthUsage
-from exporter.store import Store
+from exporter.polling.store import Store
 
 NOW = calendar.timegm((2026, 11, 20, 12, 0, 0))
 MONTH = calendar.timegm((2026, 11, 1, 0, 0, 0))

@@ -41,9 +41,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fleet import waba_sizes
+from exporter.calendar import DAY
 from exporter.config import Settings
-from exporter.scheduler import (
-    DAY,
+from exporter.polling.schedule import (
     PlanParams,
     WabaSlots,
     close_out_time,

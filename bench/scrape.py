@@ -38,15 +38,15 @@ from starlette.routing import Route
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fleet import MONTH, NOW, build
-from exporter.app import refresh_exposition
 from exporter.clock import FakeClock
-from exporter.collector import UsageCollector
 from exporter.domain import MessageTotal, MonthUsage
-from exporter.exposition import Exposition
-from exporter.http import metrics_app
-from exporter.selfmetrics import SelfMetrics
+from exporter.metrics.exposition import Exposition
+from exporter.metrics.http import metrics_app
+from exporter.metrics.selfmetrics import SelfMetrics
+from exporter.polling.collector import UsageCollector
+from exporter.polling.store import Store
+from exporter.runtime import refresh_exposition
 from exporter.serving import bind_socket, embedded_server
-from exporter.store import Store
 
 
 def exposition_of(store: Store) -> tuple[Exposition, CollectorRegistry, SelfMetrics]:

@@ -15,8 +15,8 @@ import structlog
 
 from exporter import __version__
 from exporter.config import ConfigError, Settings, load_settings
+from exporter.db import StateError
 from exporter.logging import configure
-from exporter.store import StateError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -7,11 +7,9 @@ in process; `serve()` builds it on the system clock with real sockets.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import signal
 import socket
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,18 +21,20 @@ from starlette.applications import Starlette
 
 from exporter import __version__
 from exporter.api.client import PartnerApi
-from exporter.budget import Ledger
-from exporter.clock import Clock, SystemClock, to_ms
-from exporter.collector import UsageCollector
+from exporter.clock import Clock, SystemClock
 from exporter.config import Settings
 from exporter.domain import Channel
-from exporter.exposition import Exposition, Fragments
-from exporter.http import ScrapeAuth, metrics_app
-from exporter.poller import Poller, ShardBudgets
+from exporter.metrics.exposition import Exposition, Fragments
+from exporter.metrics.http import ScrapeAuth, metrics_app
+from exporter.metrics.selfmetrics import PlanCollector, SelfMetrics
+from exporter.polling.collector import UsageCollector
+from exporter.polling.ledger import Ledger
+from exporter.polling.poller import Poller
+from exporter.polling.sharding import ShardBudgets
+from exporter.polling.store import Store
 from exporter.reconcile import Reconciler, ReconciliationCollector
-from exporter.selfmetrics import PlanCollector, SelfMetrics
+from exporter.runtime import loopback_url, process_webhooks, refresh_exposition
 from exporter.serving import bind_socket, cancel_and_wait, embedded_server, url_of
-from exporter.store import Store
 from exporter.webhooks.collector import WebhookCollector
 from exporter.webhooks.forwarder import Forwarder
 from exporter.webhooks.pool import WorkerPool
@@ -117,7 +117,7 @@ def build(
         poller = Poller(api=api, store=store, ledger=ledger, clock=clock, settings=settings,
                         budgets=budgets, metrics=metrics)
         owns = poller.selection.owns
-        metrics.add(PlanCollector(lambda: _budget_use(poller, ledger, clock),
+        metrics.add(PlanCollector(poller.budget_use,
                                   poller.waba_intervals))
     usage = UsageCollector(store, clock, settings.month_grace_seconds, owns)
     parts: list[Fragments[Any]] = [usage]
@@ -207,59 +207,6 @@ def _channel_lookup(store: Store) -> Callable[[str], ChannelLabel | None]:
     return lookup
 
 
-async def process_webhooks(exporter: Exporter) -> None:
-    """Count the inbox rows an earlier build left uncounted, then pair new polls with the
-    webhook counts for reconciliation about once a second, and prune dedupe keys hourly.
-    Deliveries themselves are counted as they are accepted."""
-    state = exporter.webhooks
-    assert state is not None
-    next_prune = 0.0
-    while state.pending:
-        # Batches of 100 (about 10 ms), then a chance for the request path to run: this is
-        # synchronous I/O, and a longer batch is a longer wait for every request meanwhile.
-        try:
-            state.process_pending(exporter.clock.now(), limit=100)
-        except sqlite3.Error:
-            log.exception("webhook_store_failed")  # e.g. a full disk: rows wait, try again
-            await asyncio.sleep(1.0)
-        await asyncio.sleep(0)
-    while True:
-        if exporter.reconciler is not None:
-            exporter.reconciler.observe()
-        if exporter.clock.now() >= next_prune:
-            state.prune(exporter.clock.now())
-            next_prune = exporter.clock.now() + 3600
-        await asyncio.sleep(1.0)
-
-
-async def refresh_exposition(exposition: Exposition) -> None:
-    """Render what changed between scrapes, off the scrape path (see Exposition.refresh)."""
-    while True:
-        await asyncio.sleep(exposition.refresh_interval())
-        try:
-            await exposition.arefresh()
-        except Exception:
-            log.exception("exposition_refresh_failed")  # the scrape renders it instead
-
-
-def _budget_use(poller: Poller, ledger: Ledger, clock: Clock) -> list[tuple[str, str, float]]:
-    from exporter import budget  # noqa: PLC0415 - kept local: only the scrape path needs it
-
-    now_ms = to_ms(clock.now())
-    rows: list[tuple[str, str, float]] = []
-    for waba, channel_ids in poller.wabas().items():
-        label = poller.waba_label(waba)
-        rows.append((budget.USAGE_WABA, label,
-                     ledger.max_used_ratio(budget.USAGE_WABA, [waba], now_ms)))
-        rows.append((budget.USAGE_CHANNEL, label,
-                     ledger.max_used_ratio(budget.USAGE_CHANNEL, channel_ids, now_ms)))
-    for kind, key in ((budget.CLIENT_BALANCE, "partner"), (budget.PARTNER_BALANCE, "partner"),
-                      (budget.DISCOVERY, "partner")):
-        with contextlib.suppress(KeyError):
-            rows.append((kind, "", ledger.max_used_ratio(kind, [key], now_ms)))
-    return rows
-
-
 def _receiver_config(settings: Settings) -> WorkerConfig:
     """What the webhook receiver takes from the settings, in this process or in a worker."""
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
@@ -287,12 +234,6 @@ def _worker_pool(exporter: Exporter, listener: socket.socket) -> WorkerPool:
                       exporter.metrics.webhook_requests, workers=exporter.settings.webhook_workers,
                       now=exporter.clock.now, on_accept=_waker(exporter.forward_wake),
                       restarts_total=exporter.metrics.webhook_worker_restarts)
-
-
-def _loopback_url(sock: socket.socket) -> str:
-    """Where a process reaches its own listener (0.0.0.0 and :: are not addresses to call)."""
-    url = url_of(sock)
-    return url.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:")
 
 
 def _build_for_life(settings: Settings, mode: str) -> Exporter:
@@ -327,14 +268,16 @@ async def serve(settings: Settings) -> None:
     if exporter.poller is not None:
         tasks.append(asyncio.create_task(exporter.poller.run(), name="poller"))
     webhook_socket = pool = None
-    if exporter.webhook_app is not None:
+    if exporter.webhook_app is not None and exporter.webhooks is not None:
         webhook_socket = bind_socket(*settings.webhook_listen)
         if settings.webhook_workers:
             pool = _worker_pool(exporter, webhook_socket)
             await pool.start()
         else:
             servers.append((embedded_server(exporter.webhook_app), webhook_socket))
-        tasks.append(asyncio.create_task(process_webhooks(exporter), name="webhooks"))
+        tasks.append(asyncio.create_task(
+            process_webhooks(exporter.webhooks, exporter.reconciler, exporter.clock),
+            name="webhooks"))
         if settings.webhook_open and not (settings.webhook_secret or settings.webhook_hmac_secret):
             log.warning("webhooks_open", note="D360_WEBHOOK_OPEN=true: anyone who can reach "
                         "the webhook port can move the counters")
@@ -356,7 +299,7 @@ async def serve(settings: Settings) -> None:
              state_path=str(settings.state_path), channels_known=len(exporter.store.channels),
              shard=f"{settings.shard_index}/{settings.shard_count}")
     if demo is not None and webhook_socket is not None:
-        demo.send_webhooks(settings, _loopback_url(webhook_socket))
+        demo.send_webhooks(settings, loopback_url(webhook_socket))
     try:
         await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
     finally:

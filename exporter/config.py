@@ -8,7 +8,6 @@ at start-up; a bad one stops the process with a line naming the environment vari
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +27,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from exporter.domain import Limit
 from exporter.webhooks.ratecard import load_rate_card
 
 ENV_PREFIX = "D360_"
@@ -35,32 +35,8 @@ REAL_API_URL = "https://hub.360dialog.io/api/v2"
 # 9100-9999 on the Prometheus default port allocations list is exhausted; 10360 is unlisted.
 DEFAULT_PORT = 10360
 
-_LIMIT_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """At most `count` calls in any window of `window_seconds`."""
-
-    count: int
-    window_seconds: float
-
-    @classmethod
-    def parse(cls, text: str) -> Limit:
-        match = _LIMIT_RE.match(text)
-        if not match:
-            raise ValueError(f"must be count/seconds such as 10/3600, got {text!r}")
-        count, window = int(match.group(1)), float(match.group(2))
-        if count < 1 or window <= 0:
-            raise ValueError(f"needs a count of at least 1 and a window above 0 s, got {text!r}")
-        return cls(count, window)
-
-    @property
-    def window_ms(self) -> int:
-        return round(self.window_seconds * 1000)
-
-    def __str__(self) -> str:
-        return f"{self.count}/{self.window_seconds:g}"
 
 
 def _split_list(value: Any) -> Any:

@@ -6,6 +6,7 @@ API returned. Ids are 360dialog's unless the name says `meta`/`external`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -93,3 +94,31 @@ def never_lower(before: MonthUsage, after: MonthUsage) -> tuple[MonthUsage, int]
     if not raised:
         return after, 0
     return MonthUsage(after.month_start, after.currency or before.currency, messages, calls), raised
+
+
+_LIMIT_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """At most `count` calls in any window of `window_seconds`."""
+
+    count: int
+    window_seconds: float
+
+    @classmethod
+    def parse(cls, text: str) -> Limit:
+        match = _LIMIT_RE.match(text)
+        if not match:
+            raise ValueError(f"must be count/seconds such as 10/3600, got {text!r}")
+        count, window = int(match.group(1)), float(match.group(2))
+        if count < 1 or window <= 0:
+            raise ValueError(f"needs a count of at least 1 and a window above 0 s, got {text!r}")
+        return cls(count, window)
+
+    @property
+    def window_ms(self) -> int:
+        return round(self.window_seconds * 1000)
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.window_seconds:g}"

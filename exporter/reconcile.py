@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exporter.calendar import reporting_month
 from exporter.clock import Clock
 from exporter.domain import Channel, MonthUsage
 from exporter.labels import CATEGORIES, bounded
-from exporter.scheduler import reporting_month
-from exporter.store import Store
+from exporter.polling.store import Store
 from exporter.webhooks.state import Baseline, MonthKey, WebhookState
 
 Totals = dict[str, tuple[float, float]]  # category -> (messages, cost)

@@ -7,13 +7,13 @@ accepted at the top level or nested under `data[]`, categories and currencies in
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Generic, TypeVar
 
+from exporter.calendar import month_start
 from exporter.domain import Balance, CallTotal, Channel, Client, MessageTotal, MonthUsage
 
 
@@ -208,11 +208,6 @@ def parse_usage(body: Any) -> UsageReport:
     ]
     cur = body.get("currency")
     return UsageReport(currency(cur) if cur is not None else "", messages, calls)
-
-
-def month_start(t: float) -> int:
-    d = dt.datetime.fromtimestamp(t, dt.UTC)
-    return calendar.timegm((d.year, d.month, 1, 0, 0, 0))
 
 
 def aggregate_by_month(report: UsageReport, default_currency: str) -> dict[int, MonthUsage]:

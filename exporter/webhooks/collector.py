@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.collector import Family, FixedLabels, Samples
+from exporter.metrics.text import Family, FixedLabels, Samples
 from exporter.webhooks.state import (
     CALL_COST,
     CALL_SECONDS,

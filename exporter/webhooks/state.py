@@ -23,10 +23,10 @@ from pathlib import Path
 
 import structlog
 
-from exporter.journal import Journal
+from exporter.calendar import month_start
+from exporter.db import connect, transaction
 from exporter.labels import CATEGORIES, DIRECTIONS, OTHER, PRICING_TYPES, bounded
-from exporter.scheduler import month_start
-from exporter.store import connect, transaction
+from exporter.metrics.journal import Journal
 from exporter.webhooks.outbox import Outbox
 from exporter.webhooks.parser import CallEvent, Delivery, Event, StatusEvent, parse
 from exporter.webhooks.ratecard import RateCard

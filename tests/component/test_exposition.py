@@ -13,15 +13,15 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter import exposition as exposition_module
-from exporter import journal
 from exporter.clock import FakeClock
-from exporter.collector import CHANNEL_FAMILIES, UsageCollector
 from exporter.domain import Balance, CallTotal, Channel, MessageTotal, MonthUsage
-from exporter.exposition import Exposition, om_latest
-from exporter.http import ScrapeAuth, metrics_app
-from exporter.selfmetrics import SelfMetrics
-from exporter.store import Store
+from exporter.metrics import exposition as exposition_module
+from exporter.metrics import journal
+from exporter.metrics.exposition import Exposition, om_latest
+from exporter.metrics.http import ScrapeAuth, metrics_app
+from exporter.metrics.selfmetrics import SelfMetrics
+from exporter.polling.collector import CHANNEL_FAMILIES, UsageCollector
+from exporter.polling.store import Store
 from exporter.webhooks.collector import WebhookCollector
 from exporter.webhooks.state import ChannelLabel, WebhookState
 from tests.component.webhooks_kit import accept, status_body

@@ -140,8 +140,8 @@ def test_a_worker_loads_only_the_http_side() -> None:
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, exporter.webhooks.worker; print(*sys.modules)"],
         capture_output=True, text=True, check=True).stdout.split()
-    heavy = {"exporter.store", "exporter.webhooks.state", "exporter.config", "prometheus_client",
-             "pydantic", "sqlite3", "httpx"}
+    heavy = {"exporter.polling.store", "exporter.webhooks.state", "exporter.config",
+             "prometheus_client", "pydantic", "sqlite3", "httpx"}
     assert heavy.isdisjoint(loaded)
 
 

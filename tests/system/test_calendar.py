@@ -8,8 +8,8 @@ import calendar
 import pytest
 from pydantic import SecretStr
 
+from exporter.calendar import month_start, reporting_month
 from exporter.clock import FakeClock
-from exporter.scheduler import month_start, reporting_month
 from exporter.simulator.app import SimulatedApi
 from exporter.simulator.fleet import build_fleet
 from exporter.simulator.traffic import month_to_date_totals

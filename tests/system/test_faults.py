@@ -9,9 +9,9 @@ import calendar
 import httpx
 import pytest
 
+from exporter.calendar import month_start
 from exporter.clock import FakeClock
 from exporter.logging import configure
-from exporter.scheduler import month_start
 from exporter.simulator.app import SimulatedApi
 from exporter.simulator.faults import KINDS, FaultInjector, Hang
 from exporter.simulator.fleet import build_fleet

@@ -10,8 +10,9 @@ from collections import defaultdict
 
 import pytest
 
+from exporter.calendar import DAY, month_start
 from exporter.clock import FakeClock
-from exporter.scheduler import DAY, PlanParams, month_start, plan_waba
+from exporter.polling.schedule import PlanParams, plan_waba
 from exporter.simulator.app import SimulatedApi
 from exporter.simulator.fleet import build_fleet
 from exporter.simulator.traffic import month_to_date_totals

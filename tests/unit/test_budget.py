@@ -7,8 +7,9 @@ import bisect
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.budget import Ledger, budget_owners, shard_limit
-from exporter.config import Limit
+from exporter.domain import Limit
+from exporter.polling.ledger import Ledger
+from exporter.polling.sharding import budget_owners, shard_limit
 
 
 def max_in_window(times: list[int], window_ms: int) -> int:

@@ -7,7 +7,8 @@ import os
 import pytest
 
 from exporter.__main__ import main
-from exporter.config import ConfigError, Limit, load_settings
+from exporter.config import ConfigError, load_settings
+from exporter.domain import Limit
 
 
 @pytest.fixture(autouse=True)

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.config import Limit
-from exporter.scheduler import (
+from exporter.calendar import reporting_month
+from exporter.domain import Limit
+from exporter.polling.schedule import (
     PlanParams,
     SlotParams,
     WabaSlots,
     close_out_time,
     plan_waba,
-    reporting_month,
     slot_params,
     waba_bound,
     water_fill,

@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 
+from exporter.db import StateError
 from exporter.domain import Balance, CallTotal, Channel, Client, MessageTotal, MonthUsage
-from exporter.store import StateError, Store
+from exporter.polling.store import Store
 
 CH = Channel("ch_1", "cl_1", "wa_1", "1049", "+49151", "Support", "ready")
 DEC = 1_764_547_200

@@ -14,7 +14,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from exporter.exposition import Exposition
+from exporter.metrics.exposition import Exposition
 
 _LANDING = """<!doctype html><html><head><title>WhatsApp usage exporter</title></head><body>
 <h1>WhatsApp usage exporter</h1><p>{mode}</p><ul><li><a href="metrics">/metrics</a></li>

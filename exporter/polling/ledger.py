@@ -16,7 +16,7 @@ import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from exporter.config import Limit
+from exporter.domain import Limit
 
 Scope = tuple[str, str]  # (kind, key), e.g. ("usage_channel", "ch_1")
 
@@ -106,19 +106,5 @@ class Ledger:
         return list(self._calls)
 
 
-def budget_owners(limit: Limit, shard_count: int) -> int:
-    """How many shards share a partner-wide budget: never more than it has calls per window."""
-    return min(limit.count, shard_count)
 
 
-def shard_limit(limit: Limit, shard_count: int, shard_index: int) -> Limit | None:
-    """This replica's share of a budget that all shards draw from together, or None.
-
-    Independent sliding windows only add up safely when each share is a whole number of calls
-    in the *same* window, so a budget of fewer calls than shards goes to the first shards only
-    (the others return None and leave that work to them).
-    """
-    owners = budget_owners(limit, shard_count)
-    if shard_index >= owners:
-        return None
-    return Limit(limit.count // owners, limit.window_seconds)

@@ -8,16 +8,12 @@ ever exceeds its own limit. Intervals carry a safety margin; the ledger remains 
 
 from __future__ import annotations
 
-import calendar
-import datetime as dt
 import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from exporter.config import Limit
-
-DAY = 86_400
+from exporter.domain import Limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,19 +99,10 @@ def initial_phase(index: int, count: int, interval: float) -> float:
     return interval * index / count if count else 0.0
 
 
-def month_start(t: float) -> int:
-    d = dt.datetime.fromtimestamp(t, dt.UTC)
-    return calendar.timegm((d.year, d.month, 1, 0, 0, 0))
 
 
-def reporting_month(now: float, grace: float) -> int:
-    """The month the counters show: the previous one for `grace` seconds after a boundary, so
-    late corrections to it are still polled and scraped before the counters restart."""
-    return month_start(now - grace)
 
 
-def day_start(t: float) -> int:
-    return int(t // DAY) * DAY
 
 
 def close_out_time(day_boundary: int, delay: float, index: int, count: int) -> float:

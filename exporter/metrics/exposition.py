@@ -25,8 +25,8 @@ from prometheus_client import generate_latest as text_latest
 from prometheus_client.openmetrics.exposition import generate_latest as _om_latest
 from zlib_ng import zlib_ng
 
-from exporter.collector import Family, Samples, escape, sample_lines
-from exporter.journal import Journal
+from exporter.metrics.journal import Journal
+from exporter.metrics.text import Family, Samples, escape, sample_lines
 
 TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"

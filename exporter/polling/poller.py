@@ -8,40 +8,38 @@ retried with backoff, still through the ledger; the store keeps serving the last
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import heapq
 import itertools
 import json
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import structlog
 
-from exporter import budget
 from exporter.api import models
 from exporter.api.client import PartnerApi
 from exporter.api.errors import ApiError, RateLimitError, ResponseError
-from exporter.budget import Ledger, Scope
+from exporter.calendar import day_start, month_start, reporting_month
 from exporter.clock import Clock, to_ms
-from exporter.config import Limit, Settings
+from exporter.config import Settings
 from exporter.domain import Channel, MonthUsage, never_lower
-from exporter.scheduler import (
+from exporter.metrics.selfmetrics import SelfMetrics
+from exporter.polling import ledger as budget
+from exporter.polling.ledger import Ledger, Scope
+from exporter.polling.schedule import (
     ChannelPlan,
     PlanParams,
     WabaSlots,
     close_out_time,
-    day_start,
     initial_phase,
-    month_start,
     plan_waba,
-    reporting_month,
     slot_params,
     waba_bound,
 )
-from exporter.selfmetrics import SelfMetrics
-from exporter.store import Store
+from exporter.polling.sharding import Selection, ShardBudgets, budget_owners, stable_shard
+from exporter.polling.store import Store
 
 log = structlog.get_logger("exporter.poller")
 _T = TypeVar("_T")
@@ -61,92 +59,10 @@ MAX_IDLE_SLEEP_SECONDS = 60.0
 PRUNE_EVERY_SECONDS = 600.0
 
 
-def stable_shard(key: str, shard_count: int) -> int:
-    digest = hashlib.sha256(key.encode()).digest()
-    return int.from_bytes(digest[:8], "big") % shard_count
 
 
-@dataclass(frozen=True, slots=True)
-class ShardBudgets:
-    """The limits this replica plans with: per-channel and per-WABA budgets belong whole to the
-    shard owning the WABA; partner-wide ones are split (or owned by the first shards)."""
-
-    usage_channel: Limit
-    usage_waba: Limit
-    channel_balance: Limit | None
-    client_balance: Limit | None
-    partner_balance: Limit | None
-    discovery: Limit
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> ShardBudgets:
-        n, i = s.shard_count, s.shard_index
-        discovery = budget.shard_limit(s.limit_discovery, n, i)
-        if discovery is None:
-            raise ValueError(
-                f"D360_LIMIT_DISCOVERY ({s.limit_discovery}) cannot be split over {n} shards: "
-                "every shard discovers; raise the limit or lower D360_SHARD_COUNT"
-            )
-        if s.client_balance_scope == "client":
-            client_balance: Limit | None = s.limit_client_balance
-        else:
-            client_balance = budget.shard_limit(s.limit_client_balance, n, i)
-        return cls(
-            usage_channel=s.limit_usage_channel,
-            usage_waba=s.limit_usage_waba,
-            channel_balance=s.limit_channel_balance,
-            client_balance=client_balance,
-            partner_balance=s.limit_partner_balance if i == 0 else None,
-            discovery=discovery,
-        )
-
-    def ledger_limits(self) -> dict[str, Limit]:
-        limits = {
-            budget.USAGE_CHANNEL: self.usage_channel,
-            budget.USAGE_WABA: self.usage_waba,
-            budget.DISCOVERY: self.discovery,
-        }
-        optional = {
-            budget.CHANNEL_BALANCE: self.channel_balance,
-            budget.CLIENT_BALANCE: self.client_balance,
-            budget.PARTNER_BALANCE: self.partner_balance,
-        }
-        limits.update({kind: limit for kind, limit in optional.items() if limit is not None})
-        return limits
 
 
-class Selection:
-    """Static allow/deny lists and the shard: which discovered channels this replica polls."""
-
-    def __init__(self, s: Settings) -> None:
-        self._s = s
-        self._lists = [(set(allow), set(deny)) for allow, deny in (
-            (s.allow_client_ids, s.deny_client_ids), (s.allow_waba_ids, s.deny_waba_ids),
-            (s.allow_channel_ids, s.deny_channel_ids))]
-        # Both are asked for every channel at start-up and at every rendering of the fleet.
-        self._everything = not any(allow or deny for allow, deny in self._lists)
-        self._one_shard = s.shard_count == 1
-
-    @staticmethod
-    def _passes(values: Iterable[str], allow: set[str], deny: set[str]) -> bool:
-        present = {v for v in values if v}
-        if allow and not present & allow:
-            return False
-        return not present & deny
-
-    def wanted(self, ch: Channel) -> bool:
-        if self._everything:
-            return True
-        clients, wabas, channels = self._lists
-        return (
-            self._passes([ch.client_id], *clients)
-            and self._passes([ch.waba_id, ch.waba_external_id], *wabas)
-            and self._passes([ch.id], *channels)
-        )
-
-    def owns(self, ch: Channel) -> bool:
-        return self._one_shard or (
-            stable_shard(ch.waba_id or ch.id, self._s.shard_count) == self._s.shard_index)
 
 
 class Poller:
@@ -306,7 +222,7 @@ class Poller:
             owned = [c for c in client_ids
                      if stable_shard(c, self.settings.shard_count) == self.settings.shard_index]
         else:
-            owners = budget.budget_owners(self.settings.limit_client_balance,
+            owners = budget_owners(self.settings.limit_client_balance,
                                           self.settings.shard_count)
             owned = [c for c in client_ids
                      if stable_shard(c, owners) == self.settings.shard_index]
@@ -755,6 +671,22 @@ class Poller:
 
     def idle_channels(self) -> set[str]:
         return set(self._idle)
+
+    def budget_use(self) -> list[tuple[str, str, float]]:
+        """The fullest window of each budget scope: per WABA for usage calls, partner-wide for
+        the rest (those this shard owns)."""
+        now_ms = to_ms(self.clock.now())
+        rows: list[tuple[str, str, float]] = []
+        for waba, channel_ids in self.wabas().items():
+            label = self.waba_label(waba)
+            rows.append((budget.USAGE_WABA, label,
+                         self.ledger.max_used_ratio(budget.USAGE_WABA, [waba], now_ms)))
+            rows.append((budget.USAGE_CHANNEL, label,
+                         self.ledger.max_used_ratio(budget.USAGE_CHANNEL, channel_ids, now_ms)))
+        for kind in (budget.CLIENT_BALANCE, budget.PARTNER_BALANCE, budget.DISCOVERY):
+            with contextlib.suppress(KeyError):
+                rows.append((kind, "", self.ledger.max_used_ratio(kind, ["partner"], now_ms)))
+        return rows
 
     def wabas(self) -> dict[str, list[str]]:
         return self._wabas
