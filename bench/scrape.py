@@ -55,7 +55,7 @@ def exposition_of(store: Store) -> tuple[Exposition, CollectorRegistry, SelfMetr
     data.register(usage)
     own = SelfMetrics()
     exposition = Exposition(CollectorRegistry(auto_describe=False), own.registry,
-                            lambda: store.version, parts=[usage])
+                            [store], parts=[usage])
     return exposition, data, own
 
 

@@ -24,7 +24,7 @@ from exporter.api.client import PartnerApi
 from exporter.clock import Clock, SystemClock
 from exporter.config import Settings
 from exporter.domain import Channel
-from exporter.metrics.exposition import Exposition, Fragments
+from exporter.metrics.exposition import Exposition, Fragments, Versioned
 from exporter.metrics.http import ScrapeAuth, metrics_app
 from exporter.metrics.selfmetrics import PlanCollector, SelfMetrics
 from exporter.polling.collector import UsageCollector
@@ -169,11 +169,8 @@ def build(
             read_timeout_seconds=receiving.read_timeout_seconds,
             forward_headers=receiving.forward_headers, on_accept=_waker(forward_wake))
 
-    def version() -> int:
-        return (store.version + (webhooks.version if webhooks is not None else 0)
-                + (reconciler.version if reconciler is not None else 0))
-
-    exposition = Exposition(data, metrics.registry, version, parts=parts)
+    sources: list[Versioned] = [s for s in (store, webhooks, reconciler) if s is not None]
+    exposition = Exposition(data, metrics.registry, sources, parts=parts)
     exporter = Exporter(settings, clock, store, metrics, exposition,
                         metrics_app(exposition, lambda: False, mode), http_client, ledger, api,
                         poller, webhooks, webhook_app, forwarder, forward_wake,

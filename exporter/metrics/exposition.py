@@ -1,10 +1,15 @@
 """Rendered /metrics bodies, cached until the data changes.
 
-The usage part (large: every channel's series) is rendered once per change of the store, in the
+Whether the cached body is current is decided here alone (`Exposition.freshness`): from the
+version of each source of data (`Versioned`: the store, the webhook state, the reconciler) and
+the view of each large part (`Fragments.view`: for the usage part, the reporting month, so the
+body follows the month switch without anything marking the store changed).
+
+The usage part (large: every channel's series) is rendered once per change of its data, in the
 format a scraper asks for (plain text or OpenMetrics, and its gzip), only when one asks for it.
-At fleet scale a whole rendering costs seconds, so it is built from blocks of a few dozen
-channels: a block's lines (and their deflated form) are kept until one of its channels changes,
-and a body is the join of the blocks. For gzip, each block is deflated on its own and ends on a
+At fleet scale a whole rendering is slow, so it is built from blocks of a few dozen channels:
+a block's lines (and their deflated form) are kept until one of its channels changes, and a body
+is the join of the blocks. For gzip, each block is deflated on its own and ends on a
 sync flush, so the blocks concatenate into one ordinary deflate stream; the gzip checksum of the
 whole is combined from the blocks' checksums (`crc32_combine`, which the standard library lacks:
 hence zlib-ng). The exporter's own metrics (small, moving with every API call) are rendered per
@@ -65,9 +70,9 @@ class Deflated:
     size: int
 
 
-# zlib-ng's level 2: 34 MB of fleet text deflates in 0.11 s to 2.6 MB, against 0.28 s to 2.2 MB
-# at the customary 6. Under a webhook stream every scrape deflates most blocks again, and the
-# scrape's CPU is what competes with the webhooks; 18% more bytes on the wire is the cheaper side.
+# zlib-ng's level 2 rather than the customary 6: under a webhook stream every scrape deflates
+# most blocks again, and the scrape's CPU is what competes with the webhooks; somewhat more bytes
+# on the wire is the cheaper side (bench/README.md has the measurements).
 DEFLATE_LEVEL = 2
 
 
@@ -98,7 +103,7 @@ def inflate(data: bytes) -> bytes:
 class Piece:
     """A run of body bytes, plain and, from the first gzip scrape on, deflated. While no
     scraper has asked for plain text (Prometheus always asks for gzip) only the deflated form
-    is kept, about a fifteenth of the size; a plain scrape later inflates it back."""
+    is kept, a small fraction of the size; a plain scrape later inflates it back."""
 
     __slots__ = ("_data", "_deflated")
 
@@ -122,6 +127,15 @@ class Piece:
         return self._deflated
 
 
+class Versioned(Protocol):
+    """A source of the data part. Its `version` moves on with every change the body could
+    show; while every source's version (and every part's view) stands, the cached body is
+    current."""
+
+    @property
+    def version(self) -> int: ...
+
+
 class Fragments(Protocol[K]):
     """A large part of the body, sample lines per key (a channel), for a `BlockRenderer`. Its
     journal names the keys written since a reader last looked."""
@@ -133,7 +147,9 @@ class Fragments(Protocol[K]):
     def families(self) -> Sequence[Family]: ...
 
     def view(self) -> object:
-        """What every key's lines depend on besides its own data (e.g. the month)."""
+        """What every key's lines depend on besides its own data (e.g. the reporting month).
+        A change renders the whole part anew, and is enough to make the cached body stale:
+        the part need not mark its data changed as well."""
         ...
 
     def keys(self) -> list[K]:
@@ -176,8 +192,8 @@ class BlockRenderer(Generic[K]):
     """A part at fleet scale, in blocks of `BLOCK_CHANNELS` keys: a block's lines are rendered
     (and deflated) once and kept until the journal names one of its keys, so a change costs
     its own block, not a walk over the fleet. Only the block's text is kept, not each key's
-    lines as well: re-rendering a block's keys costs about a millisecond. Equal byte for byte
-    to prometheus-client's rendering of the same samples (the tests check)."""
+    lines as well: re-rendering a block's keys is cheap. Equal byte for byte to
+    prometheus-client's rendering of the same samples (the tests check)."""
 
     def __init__(self, source: Fragments[K]) -> None:
         self._source = source
@@ -273,13 +289,17 @@ class BlockRenderer(Generic[K]):
         return piece
 
 
+# Each source's version, then each part's view (see `Exposition.freshness`).
+Freshness = tuple[tuple[int, ...], tuple[object, ...]]
+
+
 @dataclass(slots=True)
 class _Rendered:
-    """One format of the data part at one version of the data; deflated and combined on the
+    """One format of the data part at one freshness of the data; deflated and combined on the
     first gzip scrape. Plain bodies are sent as their pieces: joining first only adds a copy
     (and the first pieces reach the socket sooner)."""
 
-    version: int
+    freshness: Freshness
     pieces: list[Piece]
     _deflated: Deflated | None = None
 
@@ -294,16 +314,18 @@ class Exposition:
         self,
         data: CollectorRegistry,
         own: CollectorRegistry,
-        version: Callable[[], int],
+        sources: Sequence[Versioned],
         *,
         parts: Sequence[Fragments[Any]] = (),
     ) -> None:
         """`parts` (the large ones, rendered per channel) come first; then `data`, rendered
-        whole by prometheus-client (small parts); then `own`, per scrape."""
+        whole by prometheus-client (small parts); then `own`, per scrape. `sources` are what
+        `parts` and `data` are rendered from."""
         self._parts = [BlockRenderer(part) for part in parts]
+        self._views: tuple[Callable[[], object], ...] = tuple(part.view for part in parts)
         self._data = data
         self._own = own
-        self._version = version
+        self._sources = tuple(sources)
         self._cache: dict[bool, _Rendered] = {}  # openmetrics? -> rendered data part
         self._asked: set[bool] = set()  # compress? as scrapers have asked
         self._scraped: list[float] = []  # monotonic times of the last two scrapes
@@ -331,36 +353,43 @@ class Exposition:
         # which the allocator would keep after it was freed).
         return {"deflate": True in self._asked, "keep_plain": False in self._asked}
 
-    def _current(self, openmetrics: bool) -> tuple[int, _Rendered | None]:
-        """The data's version, and the cached body if it is of that version."""
-        version = self._version()
+    def freshness(self) -> Freshness:
+        """What the data part is rendered from: every source's version and every part's view.
+        The one test of whether a cached body is current: it is while this stands."""
+        return (tuple(source.version for source in self._sources),
+                tuple(view() for view in self._views))
+
+    def _current(self, openmetrics: bool) -> tuple[Freshness, _Rendered | None]:
+        """The data's freshness, and the cached body if it is of that freshness."""
+        freshness = self.freshness()
         cached = self._cache.get(openmetrics)
-        return version, cached if cached is not None and cached.version == version else None
+        current = cached is not None and cached.freshness == freshness
+        return freshness, cached if current else None
 
     def _rendered(self, openmetrics: bool) -> _Rendered:
-        version, cached = self._current(openmetrics)
+        freshness, cached = self._current(openmetrics)
         if cached is None:
             for part in self._parts:
                 part.update(**self._keeping())
-            cached = self._assemble(openmetrics, version)
+            cached = self._assemble(openmetrics, freshness)
         return cached
 
     async def _arendered(self, openmetrics: bool) -> _Rendered:
-        # The version is read before the parts catch up: what changes meanwhile may already
+        # The freshness is read before the parts catch up: what changes meanwhile may already
         # be in the body, and is rendered again by the next scrape; nothing is missed.
-        version, cached = self._current(openmetrics)
+        freshness, cached = self._current(openmetrics)
         if cached is None:
             for part in self._parts:
                 await in_slices(part.steps(**self._keeping()))
-            cached = self._assemble(openmetrics, version)
+            cached = self._assemble(openmetrics, freshness)
         return cached
 
-    def _assemble(self, openmetrics: bool, version: int) -> _Rendered:
+    def _assemble(self, openmetrics: bool, freshness: Freshness) -> _Rendered:
         pieces = [piece for part in self._parts for piece in part.pieces(openmetrics)]
         pieces.append(Piece(om_latest(self._data).removesuffix(_EOF) if openmetrics
                             else text_latest(self._data)))
         self.renders += 1
-        cached = self._cache[openmetrics] = _Rendered(version, pieces)
+        cached = self._cache[openmetrics] = _Rendered(freshness, pieces)
         return cached
 
     def refresh_interval(self) -> float:

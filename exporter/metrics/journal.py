@@ -16,7 +16,7 @@ JOURNAL_LIMIT = 65_536  # writes remembered
 
 class Journal(Generic[K]):
     def __init__(self) -> None:
-        self.layout = 0  # bumped when the set of keys, or the view as a whole, changes
+        self.layout = 0  # bumped when the set of keys changes
         self._keys: list[K] = []
         self._start = 0  # the cursor of _keys[0]
 

@@ -452,7 +452,6 @@ class Poller:
         reporting = reporting_month(now, self.settings.month_grace_seconds)
         if reporting != self._reporting:
             self._reporting = reporting
-            self.store.touch()  # the counters switch months: render anew
             log.info("month_switched", month_start=reporting)
 
     def _start_close_out(self, boundary: int) -> None:

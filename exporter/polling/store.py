@@ -61,9 +61,9 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"D360_STATE_PATH: cannot use {path}: {exc}") from None
         self._checkpointer = Checkpointer(str(path)) if str(path) != ":memory:" else None
-        self.version = 0  # bumped on every change the collector can see
+        self.version = 0  # bumped on every change the collector can see (`Versioned`)
         # Names each channel whose data was written, so a renderer redoes only those; its
-        # layout moves when the set of channels, or the view as a whole, changes.
+        # layout moves when the set of channels changes.
         self.journal: Journal[str] = Journal()
         self.clients: dict[str, Client] = {}
         self.channels: dict[str, Channel] = {}
@@ -88,11 +88,6 @@ class Store:
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self._db.close()
-
-    def touch(self) -> None:
-        """Mark the view changed without new data (e.g. the reporting month moved on)."""
-        self.version += 1
-        self.journal.relayout()
 
     def _channel_written(self, channel_id: str) -> None:
         self.version += 1

@@ -43,7 +43,7 @@ def setup(tmp_path, ready=True):
     data.register(usage)
     own = SelfMetrics()
     exposition = Exposition(CollectorRegistry(auto_describe=False), own.registry,
-                            lambda: store.version, parts=[usage])
+                            [store], parts=[usage])
     return store, data, own, exposition, metrics_app(exposition, lambda: ready, "test")
 
 
@@ -174,7 +174,7 @@ def fleet_setup(tmp_path, n=100):
     oracle = CollectorRegistry(auto_describe=False)
     oracle.register(usage)
     exposition = Exposition(CollectorRegistry(auto_describe=False), CollectorRegistry(),
-                            lambda: store.version, parts=[usage])
+                            [store], parts=[usage])
     return store, clock, oracle, exposition
 
 
@@ -225,12 +225,35 @@ def test_new_channels_a_new_month_and_a_lost_journal_render_everything_anew(tmp_
     store.set_discovery([], renamed)
     check_against_oracle(exposition, oracle)
     clock.set(DEC + 40 * 86_400)  # January: December's counters leave the view
-    store.touch()  # as the poller does when the reporting month switches
     check_against_oracle(exposition, oracle)
     monkeypatch.setattr(journal, "JOURNAL_LIMIT", 8)
     for i in range(20):
         store.put_channel_balance(f"ch_{i:03d}", Balance(Decimal(i + 1000), "EUR"), DEC)
     check_against_oracle(exposition, oracle)
+
+
+async def test_the_reporting_month_switching_renders_anew_with_no_write(tmp_path):
+    """When the reporting month moves on, the next scrape renders the new month's view though
+    nothing was written, and later scrapes in that month reuse it."""
+    store, clock, oracle, exposition = fleet_setup(tmp_path, n=40)
+    check_against_oracle(exposition, oracle)
+    renders = exposition.renders
+    version = store.version
+    clock.set(DEC + 31 * 86_400 + 1800 + 1)  # January, past the month's grace
+    plain, _ = exposition.body(openmetrics=False, compress=False)
+    assert store.version == version
+    assert exposition.renders == renders + 1
+    assert plain == generate_latest(oracle)
+    messages = [line for line in plain.decode().splitlines()
+                if line.startswith("whatsapp_messages_total{")]
+    assert len(messages) == 40  # December's series restart at zero rather than vanish
+    assert all(line.endswith(" 0.0") for line in messages)
+    check_against_oracle(exposition, oracle)
+    renders = exposition.renders
+    clock.set(DEC + 40 * 86_400)
+    await get(metrics_app(exposition, lambda: True, "test"))
+    check_against_oracle(exposition, oracle)
+    assert exposition.renders == renders
 
 
 def test_webhook_counters_render_per_channel_as_prometheus_client_would(tmp_path):
@@ -242,7 +265,7 @@ def test_webhook_counters_render_per_channel_as_prometheus_client_would(tmp_path
     oracle = CollectorRegistry(auto_describe=False)
     oracle.register(collector)
     exposition = Exposition(CollectorRegistry(auto_describe=False), CollectorRegistry(),
-                            lambda: state.version, parts=[collector])
+                            [state], parts=[collector])
 
     def deliver(i: int, status: str, category: str = "utility") -> None:
         number = list(numbers)[i] if i < len(numbers) else f"3{i}"  # unknown: pn_ series
@@ -306,7 +329,7 @@ def test_channel_lines_equal_prometheus_client_for_awkward_values(tmp_path):
     oracle = CollectorRegistry(auto_describe=False)
     oracle.register(usage)
     exposition = Exposition(CollectorRegistry(auto_describe=False), CollectorRegistry(),
-                            lambda: store.version, parts=[usage])
+                            [store], parts=[usage])
     check_against_oracle(exposition, oracle)
     text = exposition.body(openmetrics=False, compress=False)[0].decode()
     for family in CHANNEL_FAMILIES:  # every family took part
