@@ -47,6 +47,7 @@ RUN set -eu; \
 FROM ${BASE_IMAGE}
 
 ARG BASE_IMAGE
+# exporter.__version__ (tests/unit/test_version.py holds the two equal)
 ARG VERSION=0.1.0
 ARG REVISION=""
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter import __version__
 from tests import tools
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,9 +203,9 @@ def test_every_resource_carries_the_standard_labels(value_set: dict[str, Any]) -
         labels = doc["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == "whatsapp-usage-exporter"
         assert labels["app.kubernetes.io/instance"] == "wue"
-        assert labels["app.kubernetes.io/version"] == "0.1.0"
+        assert labels["app.kubernetes.io/version"] == __version__
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
-        assert labels["helm.sh/chart"] == "whatsapp-usage-exporter-0.1.0"
+        assert labels["helm.sh/chart"] == f"whatsapp-usage-exporter-{__version__}"
         assert doc["metadata"]["namespace"] == NAMESPACE
 
 
@@ -267,7 +268,7 @@ def test_defaults_run_one_deployment_pod_with_an_empty_dir() -> None:
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["state"] == {"name": "state", "emptyDir": {}}
-    assert container(docs)["image"] == "whatsapp-usage-exporter:0.1.0"
+    assert container(docs)["image"] == f"whatsapp-usage-exporter:{__version__}"
     assert not any(name.startswith("D360_SHARD") for name in env_of(docs))
 
 
@@ -693,10 +694,11 @@ def test_readme_documents_every_value() -> None:
 
 
 def test_chart_metadata() -> None:
-    """Chart.yaml is apiVersion v2 with appVersion 0.1.0 and Kubernetes 1.28 or later."""
+    """Chart.yaml is apiVersion v2 with the package's version as appVersion, and Kubernetes 1.28
+    or later."""
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["apiVersion"] == "v2"
-    assert chart["appVersion"] == "0.1.0"
+    assert chart["appVersion"] == __version__
     assert chart["kubeVersion"] == ">=1.28-0"
 
 
