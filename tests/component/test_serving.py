@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import tomllib
+from importlib import metadata
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -91,3 +95,13 @@ async def test_an_endless_request_head_is_refused(server):
     head = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=5)
     assert head.startswith(b"HTTP/1.1 405")  # served (the route takes GET only), not refused
     writer.close()
+
+
+def test_the_installed_uvicorn_is_within_the_bound_the_guards_were_checked_on() -> None:
+    """serving.py subclasses uvicorn's private httptools protocol, so pyproject.toml bounds
+    uvicorn from above and the installed release lies within that bound."""
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    (uvicorn,) = [r for r in map(Requirement, dependencies) if r.name == "uvicorn"]
+    assert any(spec.operator == "<" for spec in uvicorn.specifier)
+    assert uvicorn.specifier.contains(metadata.version("uvicorn"))
