@@ -37,7 +37,10 @@ class Channel:
 @dataclass(frozen=True, slots=True)
 class MessageTotal:
     volume: int
-    cost: Decimal
+    cost: Decimal  # the sum of the costs the API gave
+    # Points summed in without a cost (Meta omits COST on a solution partner's credit line):
+    # while above zero the row's cost is unknown, and `cost` only what was given.
+    points_without_cost: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,7 @@ class CallTotal:
     count: int
     duration_seconds: int
     cost: Decimal
+    points_without_cost: int = 0  # as in MessageTotal
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,11 @@ class MonthUsage:
     @property
     def total_volume(self) -> int:
         return sum(m.volume for m in self.messages.values())
+
+    @property
+    def points_without_cost(self) -> int:
+        return (sum(m.points_without_cost for m in self.messages.values())
+                + sum(c.points_without_cost for c in self.calls.values()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,16 @@
 """The 360dialog Partner API client: one method per endpoint, one HTTP request per call.
 
 It never retries on its own: every request costs budget, so retrying is the poller's decision,
-made through the ledger. It renews a bearer token before it expires and drops it on a 401.
+made through the ledger. The one exception is the usage granularity's spelling, which 360dialog
+does not document: a 400 to one spelling is tried once with the other, and only after the
+caller's `may_retry` has charged that request (`channel_usage`). It renews a bearer token before
+it expires and drops it on a 401.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +39,9 @@ _R = TypeVar("_R")
 
 # endpoint, status ("200", "429", or an error kind when there was no answer), seconds
 RequestObserver = Callable[[str, str, float], None]
+# Asked before a further request of the same fetch; True once that request is charged to the
+# budgets, False when there is no room for it (the fetch then makes no further request).
+MayRetry = Callable[[], bool]
 
 PAGE_SIZE = 100
 TOKEN_RENEW_BEFORE_SECONDS = 300.0
@@ -52,7 +59,8 @@ class PartnerApi:
         api_key: SecretStr | None = None,
         username: str | None = None,
         password: SecretStr | None = None,
-        granularity: str = "daily",
+        granularity: str = "DAILY",
+        default_currency: str = "",
         observer: RequestObserver | None = None,
     ) -> None:
         if api_key is None and (username is None or password is None):
@@ -64,7 +72,15 @@ class PartnerApi:
         self._api_key = api_key
         self._username = username
         self._password = password
-        self._granularity = granularity
+        self._granularity = granularity  # the spelling the next usage request sends
+        self._configured_granularity = granularity
+        self._granularity_settled = False  # a spelling was answered (or both were refused)
+        self._refused_granularities: set[str] = set()
+        self._default_currency = models.optional_currency(default_currency or None)
+        # Currencies of the balances this client has read: Meta's usage carries none.
+        self._channel_currency: dict[str, str] = {}
+        self._client_currency: dict[str, str] = {}
+        self._currency_choices: set[tuple[str, str]] = set()  # (currency, source) logged
         self._observer = observer
         self._token: str | None = None
         self._token_expires = 0.0
@@ -85,35 +101,138 @@ class PartnerApi:
         )
         return self._parse("channels", models.parse_channels, body)
 
-    async def channel_usage(
-        self, client_id: str, channel_id: str, start: int, end: int
-    ) -> models.UsageReport:
-        body = await self._get(
-            "channel_usage",
-            f"/partners/{self._partner}/clients/{client_id}/channels/{channel_id}/info/usage",
-            {"start_date": start, "end_date": end, "granularity": self._granularity},
-        )
-        return self._parse("channel_usage", models.parse_usage, body)
+    @property
+    def granularity(self) -> str:
+        """The granularity spelling usage requests send now."""
+        return self._granularity
 
-    async def channel_balance(self, client_id: str, channel_id: str) -> Balance:
+    async def channel_usage(
+        self, client_id: str, channel_id: str, start: int, end: int, *,
+        may_retry: MayRetry | None = None, currency: str = "",
+    ) -> models.UsageReport:
+        """Month-to-date points of one channel. `report.requests` (or, on failure, the error's
+        `requests`) says how many HTTP requests the fetch made: two when the API refused the
+        granularity spelling and the other one was tried. Before that second request
+        `may_retry()` is asked, so the caller charges it to its budgets first; without a
+        `may_retry` the second request is made uncharged. `currency` is the channel's billing
+        currency as the caller knows it (a stored balance), used when the body names none."""
+        path = f"/partners/{self._partner}/clients/{client_id}/channels/{channel_id}/info/usage"
+        spelling = self._granularity
+        requests = 0
+        while True:
+            requests += 1
+            try:
+                body = await self._get("channel_usage", path, {
+                    "start_date": start, "end_date": end, "granularity": spelling})
+            except ApiError as exc:
+                exc.requests = requests
+                other = self._granularity_fallback(spelling, exc)
+                if other is None:
+                    raise
+                if may_retry is not None and not may_retry():
+                    raise  # no room now: the next fetch starts with the other spelling
+                spelling = other
+                continue
+            break
+        self._granularity_works(spelling)
+        try:
+            report = self._parse("channel_usage", models.parse_usage, body)
+        except ApiError as exc:
+            exc.requests = requests
+            raise
+        chosen, source = self._choose_currency(report.currency, client_id, channel_id, currency)
+        if (chosen, source) not in self._currency_choices:
+            # Once per choice, not per channel: a fleet would log thousands of lines at start.
+            self._currency_choices.add((chosen, source))
+            log.info("usage_currency_chosen", currency=chosen, source=source,
+                     first_channel_id=channel_id)
+        return dataclasses.replace(report, currency=chosen, currency_source=source,
+                                   requests=requests)
+
+    def _granularity_fallback(self, spelling: str, exc: ApiError) -> str | None:
+        """The spelling to try after `exc`, if it is a 400 while no spelling has worked yet.
+        360dialog lists no granularity values for usage; Meta's are HALF_HOUR, DAILY, MONTHLY,
+        the older working shape wrote them in lower case."""
+        if exc.status != 400 or self._granularity_settled:
+            return None
+        self._refused_granularities.add(spelling)
+        other = spelling.lower() if spelling != spelling.lower() else spelling.upper()
+        if other in self._refused_granularities:
+            self._granularity_settled = True
+            self._granularity = self._configured_granularity
+            log.warning("usage_granularity_refused", spellings=sorted(
+                self._refused_granularities), using=self._granularity)
+            return None
+        self._granularity = other
+        return other
+
+    def _granularity_works(self, spelling: str) -> None:
+        if self._granularity_settled and spelling == self._granularity:
+            return
+        if spelling != self._configured_granularity:
+            log.warning("usage_granularity_fallback", configured=self._configured_granularity,
+                        using=spelling)
+        self._granularity = spelling
+        self._granularity_settled = True
+
+    def _choose_currency(self, given: str, client_id: str, channel_id: str,
+                         caller: str) -> tuple[str, str]:
+        """Meta's usage has no currency field: costs are in the WABA's billing currency. Take the
+        body's if it has one, else the caller's, else that of the channel's or client's balance
+        as last read here, else the configured default; "" when none is known."""
+        for value, source in ((given, "response"), (caller.upper(), "caller"),
+                              (self._channel_currency.get(channel_id, ""), "channel_balance"),
+                              (self._client_currency.get(client_id, ""), "client_balance"),
+                              (self._default_currency, "default")):
+            if value:
+                return value, source
+        return "", "unknown"
+
+    async def channel_balance(self, client_id: str, channel_id: str) -> Balance | None:
+        """The channel's balance, or None when the answer has no amount (logged)."""
         body = await self._get(
             "channel_balance",
             f"/partners/{self._partner}/clients/{client_id}/channels/{channel_id}/info/balance",
         )
-        return self._parse("channel_balance", models.parse_balance, body)
+        balance = self._parse("channel_balance", models.parse_balance, body)
+        self._remember_currency(self._channel_currency, channel_id, body)
+        if balance is None:
+            log.info("balance_without_amount", endpoint="channel_balance", channel_id=channel_id)
+        return balance
 
-    async def client_balance(self, client_id: str) -> Balance:
+    async def client_balance(self, client_id: str) -> Balance | None:
+        """The client's balance, or None when the answer has no amount (logged)."""
         body = await self._get(
             "client_balance",
             f"/partners/{self._partner}/clients/{client_id}/info/balance",
             # Usage here is deprecated; ask for the shortest range so the answer stays small.
             {"granularity": "month", "start_date": int(self._clock.now()) - 86400},
         )
-        return self._parse("client_balance", models.parse_balance, body)
+        balance = self._parse("client_balance", models.parse_balance, body)
+        self._remember_currency(self._client_currency, client_id, body)
+        if balance is None:
+            log.info("balance_without_amount", endpoint="client_balance", client_id=client_id)
+        return balance
+
+    @staticmethod
+    def _remember_currency(known: dict[str, str], key: str, body: Any) -> None:
+        # After a successful parse; a currency alone (no amount) still names the currency.
+        if isinstance(body, Mapping):
+            try:
+                cur = models.optional_currency(body.get("currency"))
+            except models.ShapeError:
+                return
+            if cur:
+                known[key] = cur
 
     async def partner_balance(self) -> list[Balance]:
+        """The partner's balances with an amount; records without one are left out (logged)."""
         body = await self._get("partner_balance", f"/partners/{self._partner}/balance")
-        return self._parse("partner_balance", models.parse_partner_balance, body)
+        balances, skipped = self._parse("partner_balance", models.parse_partner_balance, body)
+        if skipped:
+            log.info("balance_without_amount", endpoint="partner_balance", records=skipped,
+                     kept=len(balances))
+        return balances
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -235,4 +354,4 @@ def _jwt_ttl(token: str, now: float) -> float | None:
         return None
 
 
-__all__ = ["ApiError", "PartnerApi", "RequestObserver"]
+__all__ = ["ApiError", "MayRetry", "PartnerApi", "RequestObserver"]

@@ -7,6 +7,9 @@
     ├── AuthError            401/403; the token is dropped so the next call renews (retryable)
     ├── ClientError          other 4xx: our request is wrong                      (not retryable)
     └── ResponseError        2xx with a body we cannot read                       (retryable)
+
+`.requests` is how many HTTP requests the failed call made (two when a usage fetch tried the
+other granularity spelling), so the caller can charge every one of them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class ApiError(Exception):
         super().__init__(f"{endpoint}: {message}")
         self.endpoint = endpoint
         self.status = status
+        self.requests = 1
 
 
 class TransportError(ApiError):

@@ -1,8 +1,12 @@
 """Response shapes of the Partner API, read tolerantly into domain types.
 
-The usage body is not documented (see the reference's "Working shapes"); this module is the one
-place that knows it, so a correction is one edit. Extra fields are ignored, `data_points` are
-accepted at the top level or nested under `data[]`, categories and currencies in any case.
+360dialog documents no 200 body for Get Channel Usage and points to Meta's analytics, so the
+usage body is read as Meta's `pricing_analytics` and `call_analytics` fields (shared reference,
+section 10; fixtures in tests/fixtures/api/): points under `data[].data_points[]` or directly under
+`data_points`, upper-case enums, `tier` on billable points, no currency, and call points with
+`count`, `cost` and `average_duration`. The older working shape (top-level `currency`, call
+`duration` totals) is still read. This module is the one place that knows these shapes, so a
+correction is one edit. Extra fields are ignored; categories and currencies come in any case.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Generic, TypeVar
 
 from exporter.calendar import month_start
@@ -36,23 +40,32 @@ class MessagePoint:
     category: str
     pricing_type: str
     volume: int
-    cost: Decimal
+    cost: Decimal | None  # None: the point had no cost (COST is omitted on a partner's credit line)
+    country: str = ""
+    tier: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class CallPoint:
     start: int
-    direction: str
+    direction: str  # "unknown" when direction was not a requested dimension
     count: int
     duration_seconds: int
-    cost: Decimal
+    cost: Decimal | None
 
 
 @dataclass(frozen=True, slots=True)
 class UsageReport:
-    currency: str
+    currency: str  # "" when the body does not say (Meta's shape never does)
     messages: list[MessagePoint]
     calls: list[CallPoint]
+    requests: int = 1  # HTTP requests the fetch made (a rejected granularity spelling costs one)
+    currency_source: str = "response"  # where `currency` came from; see PartnerApi.channel_usage
+
+    @property
+    def points_without_cost(self) -> int:
+        return (sum(1 for m in self.messages if m.cost is None)
+                + sum(1 for c in self.calls if c.cost is None))
 
 
 def _obj(value: Any, what: str) -> Mapping[str, Any]:
@@ -101,6 +114,10 @@ def _money(value: Any, what: str) -> Decimal:
     return amount
 
 
+def _optional_money(value: Any, what: str) -> Decimal | None:
+    return None if value is None else _money(value, what)
+
+
 def _time(value: Any, what: str) -> int:
     """Unix seconds, or an ISO 8601 string."""
     if isinstance(value, str) and not value.strip().isdigit():
@@ -112,6 +129,11 @@ def _time(value: Any, what: str) -> int:
             parsed = parsed.replace(tzinfo=dt.UTC)
         return int(parsed.timestamp())
     return _int(value, what)
+
+
+def optional_currency(value: Any) -> str:
+    """A currency code, or "" where the body has none."""
+    return "" if value is None or value == "" else currency(value)
 
 
 def currency(value: Any) -> str:
@@ -184,34 +206,55 @@ def _data_points(section: Any, what: str) -> Iterable[Mapping[str, Any]]:
     return [_obj(p, f"{what} data point") for p in points]
 
 
+def _call_seconds(p: Mapping[str, Any], count: int) -> int:
+    """Total seconds of a call point. Meta gives `average_duration` (per completed call, assumed
+    seconds), so the total is count x average: summing averages over points would be wrong. The
+    older working shape gave the total as `duration`."""
+    if p.get("duration") is not None:
+        return _int(p["duration"], "duration")
+    average = p.get("average_duration")
+    if average is None:
+        return 0
+    seconds = _money(average, "average_duration") * count
+    return int(seconds.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def _message_point(p: Mapping[str, Any]) -> MessagePoint:
+    tier = p.get("tier")
+    return MessagePoint(
+        start=_time(p.get("start"), "start"),
+        category=label_value(p.get("pricing_category", "unknown"), "pricing_category"),
+        pricing_type=label_value(p.get("pricing_type", "unknown"), "pricing_type"),
+        volume=_int(p.get("volume", 0), "volume"),
+        cost=_optional_money(p.get("cost"), "cost"),
+        country=_str(p.get("country"), "country", "").upper(),
+        tier="" if tier is None else _str(tier, "tier"),
+    )
+
+
+def _call_point(p: Mapping[str, Any]) -> CallPoint:
+    count = _int(p.get("count", 0), "count")
+    return CallPoint(
+        start=_time(p.get("start"), "start"),
+        direction=label_value(p.get("direction", "unknown"), "direction"),
+        count=count,
+        duration_seconds=_call_seconds(p, count),
+        cost=_optional_money(p.get("cost"), "cost"),
+    )
+
+
 def parse_usage(body: Any) -> UsageReport:
     body = _obj(body, "usage")
-    messages = [
-        MessagePoint(
-            start=_time(p.get("start"), "start"),
-            category=label_value(p.get("pricing_category", "unknown"), "pricing_category"),
-            pricing_type=label_value(p.get("pricing_type", "unknown"), "pricing_type"),
-            volume=_int(p.get("volume", 0), "volume"),
-            cost=_money(p.get("cost", 0), "cost"),
-        )
-        for p in _data_points(body.get("pricing_analytics"), "pricing_analytics")
-    ]
-    calls = [
-        CallPoint(
-            start=_time(p.get("start"), "start"),
-            direction=label_value(p.get("direction", "unknown"), "direction"),
-            count=_int(p.get("count", 0), "count"),
-            duration_seconds=_int(p.get("duration", 0), "duration"),
-            cost=_money(p.get("cost", 0), "cost"),
-        )
-        for p in _data_points(body.get("call_analytics"), "call_analytics")
-    ]
-    cur = body.get("currency")
-    return UsageReport(currency(cur) if cur is not None else "", messages, calls)
+    messages = [_message_point(p)
+                for p in _data_points(body.get("pricing_analytics"), "pricing_analytics")]
+    calls = [_call_point(p) for p in _data_points(body.get("call_analytics"), "call_analytics")]
+    return UsageReport(optional_currency(body.get("currency")), messages, calls)
 
 
 def aggregate_by_month(report: UsageReport, default_currency: str) -> dict[int, MonthUsage]:
-    """Sum the report's points into one `MonthUsage` per UTC month."""
+    """Sum the report's points into one `MonthUsage` per UTC month. A point without a cost adds
+    nothing to the cost and counts in its row's `points_without_cost`: that row's cost is
+    unknown, never a zero the API did not say."""
     cur = report.currency or default_currency
     msgs: dict[int, dict[tuple[str, str], MessageTotal]] = {}
     calls: dict[int, dict[str, CallTotal]] = {}
@@ -219,28 +262,46 @@ def aggregate_by_month(report: UsageReport, default_currency: str) -> dict[int, 
         bucket = msgs.setdefault(month_start(m.start), {})
         key = (m.category, m.pricing_type)
         prev = bucket.get(key, MessageTotal(0, Decimal(0)))
-        bucket[key] = MessageTotal(prev.volume + m.volume, prev.cost + m.cost)
+        bucket[key] = MessageTotal(
+            prev.volume + m.volume, prev.cost + (m.cost or 0),
+            prev.points_without_cost + (m.cost is None))
     for c in report.calls:
         cbucket = calls.setdefault(month_start(c.start), {})
         cprev = cbucket.get(c.direction, CallTotal(0, 0, Decimal(0)))
         cbucket[c.direction] = CallTotal(
-            cprev.count + c.count, cprev.duration_seconds + c.duration_seconds, cprev.cost + c.cost
-        )
+            cprev.count + c.count, cprev.duration_seconds + c.duration_seconds,
+            cprev.cost + (c.cost or 0), cprev.points_without_cost + (c.cost is None))
     return {
         month: MonthUsage(month, cur, msgs.get(month, {}), calls.get(month, {}))
         for month in set(msgs) | set(calls)
     }
 
 
-def parse_balance(body: Any) -> Balance:
+def parse_balance(body: Any) -> Balance | None:
+    """A channel or client balance; None when the answer has no amount. No field is known to be
+    required, and the channel endpoint's schema was never seen: an answer with a currency only
+    is a balance we cannot show, not a broken poll."""
     body = _obj(body, "balance")
-    return Balance(_money(body.get("balance"), "balance"), currency(body.get("currency")))
+    amount = body.get("balance")
+    if amount is None:
+        return None
+    return Balance(_money(amount, "balance"), optional_currency(body.get("currency")))
 
 
-def parse_partner_balance(body: Any) -> list[Balance]:
-    # One record per top-up currency; accept a bare object too.
+def parse_partner_balance(body: Any) -> tuple[list[Balance], int]:
+    """The partner's balances, one record per top-up currency, and how many records had no
+    amount and were left out. `PartnerBalanceOut` lists `total` and `currency` with no required
+    fields, so either may be missing; a record without a currency keeps `currency` "".
+    A bare object is accepted too."""
     records = body if isinstance(body, list) else [body]
-    return [
-        Balance(_money(r.get("total", r.get("balance")), "total"), currency(r.get("currency")))
-        for r in (_obj(x, "partner balance") for x in records)
-    ]
+    balances: list[Balance] = []
+    skipped = 0
+    for i, raw in enumerate(records):
+        record = _obj(raw, f"partner balance[{i}]")
+        amount = record.get("total", record.get("balance"))
+        if amount is None:
+            skipped += 1
+            continue
+        balances.append(Balance(_money(amount, f"partner balance[{i}].total"),
+                                optional_currency(record.get("currency"))))
+    return balances, skipped

@@ -502,9 +502,11 @@ class Poller:
         elif kind == BALANCE:
             ch = self.store.channels[id_]
             balance = await self.api.channel_balance(ch.client_id, ch.id)
-            self.store.put_channel_balance(ch.id, balance, now)
+            if balance is not None:  # None: an answer without an amount (the client logs it)
+                self.store.put_channel_balance(ch.id, balance, now)
         elif kind == CLIENT_BALANCE:
-            self.store.put_client_balance(id_, await self.api.client_balance(id_), now)
+            if (client_balance := await self.api.client_balance(id_)) is not None:
+                self.store.put_client_balance(id_, client_balance, now)
         elif kind == PARTNER_BALANCE:
             self.store.put_partner_balances(await self.api.partner_balance(), now)
 
