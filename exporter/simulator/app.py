@@ -1,7 +1,12 @@
 """The simulated Partner API as a Starlette app, with real sliding-window limits and 429s.
 
-Shapes follow the reference's "Working shapes". Time comes from an injected callable so tests
-drive it with a FakeClock. `/_sim/*` routes expose the truth and the request log for tests.
+Get Channel Usage answers in Meta's documented analytics shape (360dialog documents no body and
+points to Meta; shared reference section 10, fixtures in tests/fixtures/api/): upper-case enums,
+`tier` on billable points, no currency, calls with `count`, `cost` and `average_duration`, and a
+400 for a granularity outside Meta's enum. `UsageShape` switches to the older working shape or to
+variants a test needs. Other shapes follow the reference's "Working shapes". Time comes from an
+injected callable so tests drive it with a FakeClock. `/_sim/*` routes expose the truth and the
+request log for tests.
 """
 
 from __future__ import annotations
@@ -25,7 +30,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from exporter.simulator.fleet import Fleet, SimChannel, SimClient
-from exporter.simulator.traffic import GRANULARITIES, month_to_date_totals, spent, usage_points
+from exporter.simulator.traffic import (
+    LEGACY_GRANULARITIES,
+    META_GRANULARITIES,
+    CallPoint,
+    PricingPoint,
+    month_to_date_totals,
+    spent,
+    tier,
+    usage_points,
+)
 
 Window = tuple[int, float]  # (count, window seconds)
 
@@ -42,6 +56,26 @@ class SimLimits:
     channel_balance_shares_usage: bool = True
     partner_balance: Window = (10, 60)
     discovery: Window = (60, 60)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageShape:
+    """How Get Channel Usage answers. The default is Meta's documented shape."""
+
+    # The turn-1 working shape: top-level currency and granularity, "+" phone numbers, call
+    # points with a total `duration`, lower-case granularity spellings only.
+    legacy: bool = False
+    # call_analytics.data_points directly (the reference's section 10) rather than under data[]
+    # (Meta's calling-pricing sample).
+    calls_flat: bool = False
+    # Meta gives `direction` only when asked for that dimension; the default proxy asks.
+    call_direction: bool = True
+    # False: a business on a solution partner's credit line, for which Meta returns no COST.
+    cost: bool = True
+
+    @property
+    def granularities(self) -> frozenset[str]:
+        return LEGACY_GRANULARITIES if self.legacy else META_GRANULARITIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +112,64 @@ def _meta_error(status: int, message: str, headers: dict[str, str] | None = None
                                   "developer_message": message}}, status, headers=headers)
 
 
+def _meta_usage(shape: UsageShape, ch: SimChannel, pricing: list[PricingPoint],
+                calls: list[CallPoint]) -> dict[str, Any]:
+    """Meta's fields on the WABA node: no currency (costs are in the WABA's), the PHONE and
+    COUNTRY dimensions on each point, digits without "+" as Meta normalises numbers."""
+    phone = ch.phone_number.lstrip("+")
+    points: list[dict[str, Any]] = []
+    for p in pricing:
+        point: dict[str, Any] = {
+            "start": p.start, "end": p.end, "phone_number": phone, "country": ch.country,
+            "pricing_category": p.category, "pricing_type": p.pricing_type, "volume": p.volume}
+        if tiered := tier(p.category, p.pricing_type, ch.country):
+            point["tier"] = tiered
+        if shape.cost:
+            point["cost"] = float(p.cost)
+        points.append(point)
+    call_points = [_meta_call(shape, c.start, c.end, [c]) for c in calls] if (
+        shape.call_direction) else [
+        _meta_call(shape, start, end, [c for c in calls if (c.start, c.end) == (start, end)])
+        for start, end in sorted({(c.start, c.end) for c in calls})]
+    call_section: dict[str, Any] = (
+        {"data_points": call_points} if shape.calls_flat
+        else {"data": [{"data_points": call_points}]})
+    return {"pricing_analytics": {"data": [{"data_points": points}]},
+            "call_analytics": call_section, "id": ch.waba_external_id}
+
+
+def _meta_call(shape: UsageShape, start: int, end: int, calls: list[CallPoint]) -> dict[str, Any]:
+    """One call point over `calls` (one direction, or all when direction was not asked for).
+    The average is the exact quotient, so count x average_duration gives back the total."""
+    count = sum(c.count for c in calls)
+    seconds = sum(c.duration for c in calls)
+    point: dict[str, Any] = {"start": start, "end": end, "count": count,
+                             "average_duration": seconds / count if count else 0}
+    if shape.call_direction:
+        point["direction"] = calls[0].direction
+    if shape.cost:
+        point["cost"] = float(sum((c.cost for c in calls), Decimal(0)))
+    return point
+
+
+def _legacy_usage(client: SimClient, ch: SimChannel, granularity: str,
+                  pricing: list[PricingPoint], calls: list[CallPoint]) -> dict[str, Any]:
+    """The turn-1 working shape, kept for tests that need it."""
+    return {
+        "currency": client.currency, "granularity": granularity,
+        "pricing_analytics": {"data": [{"data_points": [
+            {"start": p.start, "end": p.end, "phone_number": ch.phone_number,
+             "country": ch.country, "pricing_category": p.category,
+             "pricing_type": p.pricing_type, "volume": p.volume, "cost": float(p.cost)}
+            for p in pricing]}]},
+        "call_analytics": {"data": [{"data_points": [
+            {"start": c.start, "end": c.end, "direction": c.direction,
+             "country": ch.country, "count": c.count, "duration": c.duration,
+             "cost": float(c.cost)}
+            for c in calls]}]},
+    }
+
+
 def month_start(t: float) -> int:
     d = dt.datetime.fromtimestamp(t, dt.UTC)
     return calendar.timegm((d.year, d.month, 1, 0, 0, 0))
@@ -96,6 +188,7 @@ class SimulatedApi:
         token_ttl: float = 3600.0,
         send_retry_after: bool = True,
         page_size_max: int = 100,
+        usage_shape: UsageShape | None = None,
     ) -> None:
         self.fleet = fleet
         self.clock = clock
@@ -106,6 +199,7 @@ class SimulatedApi:
         self.token_ttl = token_ttl
         self.send_retry_after = send_retry_after
         self.page_size_max = page_size_max
+        self.usage_shape = usage_shape or UsageShape()
         self.requests: list[SimRequest] = []
         self.rate_limited = 0
         self.refusals: list[tuple[int, list[str]]] = []  # (t_ms, the full scopes) per 429
@@ -262,6 +356,7 @@ class SimulatedApi:
 
     async def _usage(self, request: Request) -> Response:
         found = self._channel_of(request)
+        shape = self.usage_shape
 
         def build() -> Response:
             if found is None:
@@ -270,26 +365,23 @@ class SimulatedApi:
             q = request.query_params
             try:
                 start, end = int(q["start_date"]), int(q["end_date"])
-                granularity = q.get("granularity", "daily")
             except (KeyError, ValueError):
                 return _meta_error(400, "Wrong payload: start_date and end_date are unix seconds")
-            if start > end or start < 0 or granularity.lower() not in GRANULARITIES:
-                return _meta_error(400, "Wrong payload: bad range or granularity")
+            granularity = q.get("granularity", "daily" if shape.legacy else "DAILY")
+            if granularity not in shape.granularities:
+                allowed = ", ".join(sorted(shape.granularities))
+                return JSONResponse({"meta": {
+                    "success": False, "http_code": 400,
+                    "developer_message": f"Wrong payload: invalid value for granularity: "
+                                         f"{granularity!r}",
+                    "details": {"granularity": [f"Must be one of: {allowed}."]}}}, 400)
+            if start > end or start < 0:
+                return _meta_error(400, "Wrong payload: bad range")
             pricing, calls = usage_points(self.fleet.seed, ch, start, end, self.clock(),
                                           granularity)
-            return JSONResponse({
-                "currency": client.currency, "granularity": granularity,
-                "pricing_analytics": {"data": [{"data_points": [
-                    {"start": p.start, "end": p.end, "phone_number": ch.phone_number,
-                     "country": ch.country, "pricing_category": p.category,
-                     "pricing_type": p.pricing_type, "volume": p.volume, "cost": float(p.cost)}
-                    for p in pricing]}]},
-                "call_analytics": {"data": [{"data_points": [
-                    {"start": c.start, "end": c.end, "direction": c.direction,
-                     "country": ch.country, "count": c.count, "duration": c.duration,
-                     "cost": float(c.cost)}
-                    for c in calls]}]},
-            })
+            if shape.legacy:
+                return JSONResponse(_legacy_usage(client, ch, granularity, pricing, calls))
+            return JSONResponse(_meta_usage(shape, ch, pricing, calls))
         return self._respond(request, self._usage_charges(found[1] if found else None), build)
 
     async def _channel_balance(self, request: Request) -> Response:

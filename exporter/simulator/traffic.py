@@ -47,13 +47,29 @@ PRICES: dict[str, dict[str, Decimal]] = {
 PULSE_PRICE: dict[str, Decimal] = {"DE": Decimal("0.0060"), "GB": Decimal("0.0040"),
                                    "BR": Decimal("0.0020"), "IN": Decimal("0.0010"),
                                    "US": Decimal("0.0015"), "ES": Decimal("0.0050")}
+# Bucket sizes by granularity, matched in any case here (0: calendar months). What the endpoint
+# accepts is the app's business: Meta's enum is HALF_HOUR, DAILY, MONTHLY.
 GRANULARITIES = {"half_hour": HALF_HOUR, "daily": DAY, "monthly": 0}
+META_GRANULARITIES = frozenset({"HALF_HOUR", "DAILY", "MONTHLY"})
+LEGACY_GRANULARITIES = frozenset({"half_hour", "daily", "monthly"})
+# Meta's volume tiers apply to utility and authentication (and, since paid, to service); a
+# channel here never sends 100,000 of one in a month, so its billable points sit in the first.
+TIERED_CATEGORIES = frozenset({"UTILITY", "AUTHENTICATION", "AUTHENTICATION_INTERNATIONAL",
+                               "SERVICE"})
+FIRST_TIER = "0:100000"
 
 
 def price(category: str, pricing_type: str, country: str) -> Decimal:
     if pricing_type != "REGULAR":
         return Decimal(0)
     return PRICES.get(category, {}).get(country, Decimal(0))
+
+
+def tier(category: str, pricing_type: str, country: str) -> str:
+    """The `tier` a point carries: only billable points of tiered categories have one."""
+    if category in TIERED_CATEGORIES and price(category, pricing_type, country) > 0:
+        return FIRST_TIER
+    return ""
 
 
 def diurnal(seconds_into_day: float) -> float:

@@ -13,6 +13,7 @@ from exporter.simulator.traffic import (
     cumulative,
     diurnal,
     month_to_date_totals,
+    tier,
     usage_points,
 )
 
@@ -93,3 +94,13 @@ def test_idle_channels_send_nothing():
     """A channel with activity 0 has no traffic at all."""
     idle = next(ch for ch in FLEET.channels() if ch.activity == 0)
     assert usage_points(7, idle, MARCH, MARCH + 3 * DAY, MARCH + 3 * DAY, "daily") == ([], [])
+
+
+def test_only_billable_points_of_tiered_categories_carry_a_tier():
+    """Paid utility and authentication points have a tier; marketing, free types and markets
+    without a price have none."""
+    assert tier("UTILITY", "REGULAR", "DE") == "0:100000"
+    assert tier("AUTHENTICATION", "REGULAR", "IN") == "0:100000"
+    assert tier("MARKETING", "REGULAR", "DE") == ""
+    assert tier("UTILITY", "FREE_CUSTOMER_SERVICE", "DE") == ""
+    assert tier("UTILITY", "REGULAR", "ZZ") == ""
