@@ -110,7 +110,9 @@ class Settings(BaseSettings):
 
     # Scheduling
     discovery_interval_seconds: float = Field(900.0, gt=0)
-    usage_granularity: str = "daily"
+    # Meta's spelling (HALF_HOUR, DAILY, MONTHLY); 360dialog documents none for usage, so on a 400
+    # the client tries the lower-case one once and keeps whichever the API accepts.
+    usage_granularity: str = "DAILY"
     close_out_delay_seconds: float = Field(900.0, ge=0)
     month_grace_seconds: float = Field(1800.0, ge=0)
     # Yielding is off by default: over 30 simulated days of business-hours traffic, idle
@@ -192,7 +194,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_granularity(cls, value: str) -> str:
         if value.lower() not in {"half_hour", "daily", "monthly"}:
-            raise ValueError("must be half_hour, daily or monthly (any case)")
+            raise ValueError("must be HALF_HOUR, DAILY or MONTHLY (any case)")
         return value
 
     @model_validator(mode="after")
