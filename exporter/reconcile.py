@@ -25,7 +25,8 @@ from exporter.clock import Clock
 from exporter.domain import Channel, MonthUsage
 from exporter.labels import CATEGORIES, bounded
 from exporter.polling.store import Store
-from exporter.webhooks.state import Baseline, MonthKey, WebhookState
+from exporter.webhooks.counting import MonthKey
+from exporter.webhooks.state import Baseline, WebhookState
 
 Totals = dict[str, tuple[float, float]]  # category -> (messages, cost)
 

@@ -8,7 +8,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.metrics.text import Family, FixedLabels, Samples
-from exporter.webhooks.state import (
+from exporter.webhooks.counting import (
     CALL_COST,
     CALL_SECONDS,
     CALLS,
@@ -16,8 +16,8 @@ from exporter.webhooks.state import (
     MESSAGES,
     STATUSES_METRIC,
     UNPRICED,
-    WebhookState,
 )
+from exporter.webhooks.state import WebhookState
 
 _FAMILIES = (
     (MESSAGES, "whatsapp_webhook_messages", "Messages seen in webhooks, each counted once on its "
