@@ -240,7 +240,7 @@ def _slotted(w_index: int, n_wabas: int, ids: list[str], activity: dict[str, Act
     due = [(float(b[0]), ch) for ch, b in balances.items() if len(b)] if shared else []
     heapq.heapify(due)
     went: dict[str, list[float]] = {ch: [] for ch in ids}
-    slot = slot_params(len(ids), p)
+    slot = slot_params(p)
     slots = WabaSlots(slot, p.idle_weight)
     slots.set_channels(ids, set(), {})
     times: dict[str, list[float]] = {ch: [] for ch in ids}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 from exporter.domain import Limit
 
@@ -26,13 +25,6 @@ CHANNEL_BALANCE = "channel_balance"
 CLIENT_BALANCE = "client_balance"
 PARTNER_BALANCE = "partner_balance"
 DISCOVERY = "discovery"
-
-
-@dataclass(frozen=True, slots=True)
-class Charge:
-    """The scopes one call is charged to."""
-
-    scopes: tuple[Scope, ...]
 
 
 class Ledger:
@@ -104,7 +96,3 @@ class Ledger:
 
     def scopes(self) -> list[Scope]:
         return list(self._calls)
-
-
-
-

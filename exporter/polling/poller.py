@@ -59,12 +59,6 @@ MAX_IDLE_SLEEP_SECONDS = 60.0
 PRUNE_EVERY_SECONDS = 600.0
 
 
-
-
-
-
-
-
 class Poller:
     def __init__(
         self,
@@ -183,7 +177,7 @@ class Poller:
         for w_index, (waba, ids) in enumerate(self._wabas.items()):
             if waba_bound(len(ids), self._params):
                 self._use_slots(waba, ids, now + initial_phase(
-                    w_index, len(self._wabas), slot_params(len(ids), self._params).spacing))
+                    w_index, len(self._wabas), slot_params(self._params).spacing))
             elif self._slots.pop(waba, None) is not None:
                 self._unschedule((SLOT, waba))
                 for ch_id in self._balances_due.pop(waba, []):
@@ -253,7 +247,7 @@ class Poller:
 
     def _use_slots(self, waba: str, ids: Sequence[str], first_slot: float) -> None:
         """Put a WABA-bound WABA on its slot grid (or update its channels)."""
-        params = slot_params(len(ids), self._params)
+        params = slot_params(self._params)
         slots = self._slots.get(waba)
         if slots is None:
             slots = self._slots[waba] = WabaSlots(params, self.settings.idle_weight)

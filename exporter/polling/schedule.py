@@ -85,24 +85,9 @@ def plan_waba(channel_ids: Sequence[str], idle: set[str], p: PlanParams) -> dict
     }
 
 
-def plan_fleet(
-    wabas: Mapping[str, Sequence[str]], idle: set[str], p: PlanParams
-) -> dict[str, ChannelPlan]:
-    plans: dict[str, ChannelPlan] = {}
-    for channel_ids in wabas.values():
-        plans.update(plan_waba(sorted(channel_ids), idle, p))
-    return plans
-
-
 def initial_phase(index: int, count: int, interval: float) -> float:
     """Offset of the index-th of `count` channels sharing a budget, spreading them evenly."""
     return interval * index / count if count else 0.0
-
-
-
-
-
-
 
 
 def close_out_time(day_boundary: int, delay: float, index: int, count: int) -> float:
@@ -125,13 +110,12 @@ class SlotParams:
     min_gap: float  # seconds between one channel's usage calls (its own budget, and margin)
 
 
-def slot_params(n_channels: int, p: PlanParams) -> SlotParams:
+def slot_params(p: PlanParams) -> SlotParams:
     """The slot grid of a WABA-bound WABA: its whole usage budget spread evenly with the
     margin. Channel balance calls that share the budget take slots too (the poller gives them
     the next slot when due), so nothing else lands in the WABA's window. A channel's minimum
     gap leaves room in its own window for one balance call (if they share it), so no window
     can overflow whatever the phases: ten calls at that gap span more than the window."""
-    del n_channels  # the grid is the WABA's; who gets each slot is WabaSlots' business
     waba, channel = p.usage_waba, p.usage_channel
     balances = 1 if p.channel_balance is not None and p.balance_shares_usage else 0
     return SlotParams((1 + p.margin) * waba.window_seconds / waba.count,
