@@ -4,6 +4,16 @@ Pure functions: a body either yields a list of events or raises `MalformedWebhoo
 reason (the receiver answers 400 with it). Both Graph shapes are accepted: up to v23 a status may
 carry `conversation` beside `pricing`; from v24 only `pricing`. Unknown fields are ignored;
 unknown `field`s (templates, account updates) yield no events but are not errors.
+
+What a body may hold, each with a fixture in `tests/fixtures/webhooks/` naming its page:
+- message statuses (`StatusEvent`), to a phone, to a business-scoped user id (BSUID: no
+  `recipient_id`, only `recipient_user_id`) or to a group (`recipient_type: "group"`, the group
+  id in `recipient_id`, one status per participant);
+- call events under `field: "calls"`: `calls[]` connect/terminate (`CallEvent`) and `statuses[]`
+  of `type: "call"` (RINGING, ACCEPTED, REJECTED: `CallStatusEvent`, never message statuses);
+- inbound `messages[]` (`InboundMessage`), whose `from` is absent for users known only by BSUID.
+Each event says whose market it is priced in: a phone where there is one, else the country of
+the BSUID, else nothing (never a guess).
 """
 
 from __future__ import annotations
@@ -45,14 +55,23 @@ class Pricing:
 @compact_pickle
 @dataclass(frozen=True, slots=True)
 class StatusEvent:
+    """A message status. For a group, `recipient_id` is the group's id and each participant's
+    delivery is its own status (and its own charge), told apart by `participant_id`."""
+
     waba_id: str
     phone_number_id: str
     display_phone_number: str
     message_id: str
     status: str
     timestamp: int
-    recipient_id: str
+    recipient_id: str  # as sent: a phone, a group id, or "" when sent to a BSUID
     pricing: Pricing | None
+    recipient_type: str = "individual"  # or "group"
+    participant_id: str = ""  # groups: the participant (a phone in Meta's examples)
+    recipient_user_id: str = ""  # the BSUID, e.g. BR.1502576394655843
+    recipient_parent_user_id: str = ""  # e.g. US.ENT.11815799212886844830
+    recipient_phone: str = ""  # digits of whoever received it (the participant for groups)
+    bsuid_country: str = ""  # ISO country of the recipient's BSUID, upper case, or ""
 
 
 @compact_pickle
@@ -68,10 +87,49 @@ class CallEvent:
     duration_seconds: int
     timestamp: int
     caller: str  # `from`: the user for user-initiated calls, the business otherwise
-    callee: str  # `to`: whose market prices a business-initiated call
+    callee: str  # `to`: whose market prices a business-initiated call ("" if only a BSUID)
+    caller_user_id: str = ""  # `from_user_id`
+    callee_user_id: str = ""  # `to_user_id`
+    user_phone: str = ""  # digits of the user's side (the callee of a business-initiated call)
+    bsuid_country: str = ""  # ISO country of the user's BSUID, upper case, or ""
 
 
-Event = StatusEvent | CallEvent
+@compact_pickle
+@dataclass(frozen=True, slots=True)
+class CallStatusEvent:
+    """RINGING, ACCEPTED or REJECTED of a business-initiated call (`field: "calls"`): no
+    pricing, no duration; the terminate event that follows is what a call costs."""
+
+    waba_id: str
+    phone_number_id: str
+    display_phone_number: str
+    call_id: str
+    status: str  # ringing, accepted, rejected (lower case)
+    timestamp: int
+    recipient_id: str
+    recipient_user_id: str = ""
+    recipient_phone: str = ""
+    bsuid_country: str = ""
+
+
+@compact_pickle
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message a user sent to the business: free, but it opens the customer service window."""
+
+    waba_id: str
+    phone_number_id: str
+    display_phone_number: str
+    message_id: str
+    timestamp: int
+    message_type: str
+    sender: str  # `from`: digits, "" when the user is known only by BSUID
+    sender_user_id: str = ""  # `from_user_id`
+    group_id: str = ""  # set when the message was sent in a group
+    bsuid_country: str = ""
+
+
+Event = StatusEvent | CallEvent | CallStatusEvent | InboundMessage
 
 
 @compact_pickle
@@ -169,7 +227,8 @@ def _pricing(status: Mapping[str, Any], where: str) -> Pricing | None:
     billable = _billable(pricing.get("billable"))
     if billable is None:
         # Meta is deprecating `billable`: decide from the type, as Meta advises.
-        billable = pricing_type in {"", "regular"} and category not in {"", "service"}
+        billable = (pricing_type in {"", "regular"}
+                    and category not in {"", "service", "group_service"})
     return Pricing(
         billable=billable,
         pricing_model=_label(pricing.get("pricing_model"), f"{where}.pricing.pricing_model"),
@@ -178,8 +237,144 @@ def _pricing(status: Mapping[str, Any], where: str) -> Pricing | None:
     )
 
 
+# Ids are at most this long. Group ids are 56 characters in Meta's examples and BSUIDs up to
+# 128 alphanumerics after their country (and `ENT.` for a parent): this only keeps absurd
+# values out of the events, it must never refuse a documented one.
+_ID_LIMIT = 256
+
+
+def _phone(value: str) -> str:
+    """The digits of a phone number as webhooks write it, or "" when `value` is no phone (a
+    group id, a BSUID)."""
+    digits = value[1:] if value.startswith("+") else value
+    return digits if digits.isascii() and digits.isdigit() else ""
+
+
+def _bsuid_country(*user_ids: str) -> str:
+    """The ISO country that starts a BSUID (`BR.1502576394655843`, `US.ENT.118...`): the two
+    letters before the first dot of the first id that has them."""
+    for user_id in user_ids:
+        country, dot, _ = user_id.partition(".")
+        if dot and len(country) == 2 and country.isascii() and country.isalpha():
+            return country.upper()
+    return ""
+
+
+def _contacts(value: Mapping[str, Any], where: str) -> dict[str, str]:
+    """`contacts[]` as BSUID -> phone digits, for statuses and calls that name only the BSUID
+    (a phone appears here while the user is in the business's contact book)."""
+    phones: dict[str, str] = {}
+    for k, raw in enumerate(_list(value.get("contacts"), f"{where}.value.contacts")):
+        contact = _obj(raw, f"{where}.value.contacts[{k}]")
+        user_id = _text(contact.get("user_id"), f"{where}.value.contacts[{k}].user_id",
+                        limit=_ID_LIMIT)
+        phone = _phone(_text(contact.get("wa_id"), f"{where}.value.contacts[{k}].wa_id",
+                             limit=_ID_LIMIT))
+        if user_id and phone:
+            phones[user_id] = phone
+    return phones
+
+
+def _status(status: Mapping[str, Any], w: str, origin: dict[str, str],
+            phones: dict[str, str]) -> StatusEvent:
+    recipient_id = _text(status.get("recipient_id"), f"{w}.recipient_id", limit=_ID_LIMIT)
+    recipient_type = _label(status.get("recipient_type"), f"{w}.recipient_type") or "individual"
+    # Meta's group examples spell the participant key both ways.
+    participant_key = ("recipient_participant_id" if "recipient_participant_id" in status
+                       else "participant_recipient_id")
+    participant = _text(status.get(participant_key), f"{w}.{participant_key}", limit=_ID_LIMIT)
+    user_id = _text(status.get("recipient_user_id"), f"{w}.recipient_user_id", limit=_ID_LIMIT)
+    parent_key = ("recipient_parent_user_id" if "recipient_parent_user_id" in status
+                  else "parent_recipient_user_id")
+    parent = _text(status.get(parent_key), f"{w}.{parent_key}", limit=_ID_LIMIT)
+    if recipient_type == "group":
+        phone = _phone(participant)
+        country = _bsuid_country(participant, user_id, parent)
+    else:
+        phone = _phone(recipient_id) or phones.get(user_id, "")
+        country = _bsuid_country(user_id, parent)
+    return StatusEvent(
+        **origin,
+        message_id=_text(status.get("id"), f"{w}.id", required=True),
+        status=_label(status.get("status"), f"{w}.status") or "unknown",
+        timestamp=_timestamp(status.get("timestamp"), f"{w}.timestamp"),
+        recipient_id=recipient_id,
+        pricing=_pricing(status, w),
+        recipient_type=recipient_type,
+        participant_id=participant,
+        recipient_user_id=user_id,
+        recipient_parent_user_id=parent,
+        recipient_phone=phone,
+        bsuid_country=country,
+    )
+
+
+def _call_status(status: Mapping[str, Any], w: str, origin: dict[str, str],
+                 phones: dict[str, str]) -> CallStatusEvent:
+    recipient_id = _text(status.get("recipient_id"), f"{w}.recipient_id", limit=_ID_LIMIT)
+    user_id = _text(status.get("recipient_user_id"), f"{w}.recipient_user_id", limit=_ID_LIMIT)
+    parent = _text(status.get("recipient_parent_user_id"), f"{w}.recipient_parent_user_id",
+                   limit=_ID_LIMIT)
+    return CallStatusEvent(
+        **origin,
+        call_id=_text(status.get("id"), f"{w}.id", required=True),
+        status=_label(status.get("status"), f"{w}.status") or "unknown",
+        timestamp=_timestamp(status.get("timestamp"), f"{w}.timestamp"),
+        recipient_id=recipient_id,
+        recipient_user_id=user_id,
+        recipient_phone=_phone(recipient_id) or phones.get(user_id, ""),
+        bsuid_country=_bsuid_country(user_id, parent),
+    )
+
+
+def _call(call: Mapping[str, Any], w: str, origin: dict[str, str],
+          phones: dict[str, str]) -> CallEvent:
+    caller = _text(call.get("from"), f"{w}.from", limit=_ID_LIMIT)
+    callee = _text(call.get("to"), f"{w}.to", limit=_ID_LIMIT)
+    caller_user_id = _text(call.get("from_user_id"), f"{w}.from_user_id", limit=_ID_LIMIT)
+    callee_user_id = _text(call.get("to_user_id"), f"{w}.to_user_id", limit=_ID_LIMIT)
+    direction = _label(call.get("direction"), f"{w}.direction") or "unknown"
+    # The user is the caller of a user-initiated call and the callee otherwise.
+    user_initiated = direction == "user_initiated"
+    user, user_id, parent_key = ((caller, caller_user_id, "from_parent_user_id")
+                                 if user_initiated else
+                                 (callee, callee_user_id, "to_parent_user_id"))
+    parent = _text(call.get(parent_key), f"{w}.{parent_key}", limit=_ID_LIMIT)
+    return CallEvent(
+        **origin,
+        call_id=_text(call.get("id"), f"{w}.id", required=True),
+        event=_label(call.get("event"), f"{w}.event") or "unknown",
+        direction=direction,
+        status=_label(call.get("status"), f"{w}.status"),
+        duration_seconds=_int(call.get("duration"), f"{w}.duration"),
+        timestamp=_timestamp(call.get("timestamp"), f"{w}.timestamp"),
+        caller=caller,
+        callee=callee,
+        caller_user_id=caller_user_id,
+        callee_user_id=callee_user_id,
+        user_phone=_phone(user) or phones.get(user_id, ""),
+        bsuid_country=_bsuid_country(user_id, parent),
+    )
+
+
+def _inbound(message: Mapping[str, Any], w: str, origin: dict[str, str]) -> InboundMessage:
+    user_id = _text(message.get("from_user_id"), f"{w}.from_user_id", limit=_ID_LIMIT)
+    parent = _text(message.get("from_parent_user_id"), f"{w}.from_parent_user_id",
+                   limit=_ID_LIMIT)
+    return InboundMessage(
+        **origin,
+        message_id=_text(message.get("id"), f"{w}.id", required=True),
+        timestamp=_timestamp(message.get("timestamp"), f"{w}.timestamp"),
+        message_type=_label(message.get("type"), f"{w}.type") or "unknown",
+        sender=_phone(_text(message.get("from"), f"{w}.from", limit=_ID_LIMIT)),
+        sender_user_id=user_id,
+        group_id=_text(message.get("group_id"), f"{w}.group_id", limit=_ID_LIMIT),
+        bsuid_country=_bsuid_country(user_id, parent),
+    )
+
+
 def parse(body: Any) -> list[Event]:
-    """Every status and call event in a webhook body, in order."""
+    """Every status, call and inbound message event in a webhook body, in order."""
     root = _obj(body, "body")
     obj = root.get("object")
     if obj is not None and obj != "whatsapp_business_account":
@@ -205,31 +400,21 @@ def parse(body: Any) -> list[Event]:
                 "phone_number_id": _text(metadata.get("phone_number_id"),
                                          f"{where}.metadata.phone_number_id", limit=64),
                 "display_phone_number": _text(metadata.get("display_phone_number"),
-                                              f"{where}.metadata.display_phone_number", limit=32),
+                                              f"{where}.metadata.display_phone_number", limit=64),
             }
+            phones = _contacts(value, where) if "contacts" in value else {}
             for k, raw in enumerate(_list(value.get("statuses"), f"{where}.value.statuses")):
                 w = f"{where}.value.statuses[{k}]"
                 status = _obj(raw, w)
-                events.append(StatusEvent(
-                    **origin,
-                    message_id=_text(status.get("id"), f"{w}.id", required=True),
-                    status=_label(status.get("status"), f"{w}.status") or "unknown",
-                    timestamp=_timestamp(status.get("timestamp"), f"{w}.timestamp"),
-                    recipient_id=_text(status.get("recipient_id"), f"{w}.recipient_id", limit=32),
-                    pricing=_pricing(status, w),
-                ))
+                # Under `calls`, statuses are a call's RINGING/ACCEPTED/REJECTED, not messages.
+                if field == "calls" or status.get("type") == "call":
+                    events.append(_call_status(status, w, origin, phones))
+                else:
+                    events.append(_status(status, w, origin, phones))
             for k, raw in enumerate(_list(value.get("calls"), f"{where}.value.calls")):
                 w = f"{where}.value.calls[{k}]"
-                call = _obj(raw, w)
-                events.append(CallEvent(
-                    **origin,
-                    call_id=_text(call.get("id"), f"{w}.id", required=True),
-                    event=_label(call.get("event"), f"{w}.event") or "unknown",
-                    direction=_label(call.get("direction"), f"{w}.direction") or "unknown",
-                    status=_label(call.get("status"), f"{w}.status"),
-                    duration_seconds=_int(call.get("duration"), f"{w}.duration"),
-                    timestamp=_timestamp(call.get("timestamp"), f"{w}.timestamp"),
-                    caller=_text(call.get("from"), f"{w}.from", limit=32),
-                    callee=_text(call.get("to"), f"{w}.to", limit=32),
-                ))
+                events.append(_call(_obj(raw, w), w, origin, phones))
+            for k, raw in enumerate(_list(value.get("messages"), f"{where}.value.messages")):
+                w = f"{where}.value.messages[{k}]"
+                events.append(_inbound(_obj(raw, w), w, origin))
     return events

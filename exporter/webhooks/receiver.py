@@ -8,6 +8,7 @@ by the requests that arrive together, and answered after that commit.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -100,8 +101,36 @@ class GroupCommit(Gathering):
         self.answer(waiting, fresh)
 
 
+# Who signs a delivery, by header: 360dialog (keyed with the partner's platform secret) and Meta
+# itself, for deliveries straight from a Meta app (keyed with the app secret).
+SIGNATURE_HEADERS = ("x-360dialog-signature", "x-hub-signature-256")
+
+
+def _signature_digest(value: str) -> bytes | None:
+    """The 32 bytes a signature header carries, or None if it carries none. 360dialog does not
+    document its encoding, so hex and base64 (standard or URL-safe, padded or not) are read,
+    each with or without Meta's `sha256=` prefix; the lengths tell them apart (64 against 44)."""
+    text = value.strip()
+    if text[:7].lower() == "sha256=":
+        text = text[7:]
+    try:
+        if len(text) == 64:
+            return bytes.fromhex(text)
+        if len(text) in {43, 44}:
+            raw = base64.b64decode(text.replace("-", "+").replace("_", "/").ljust(44, "="),
+                                   validate=True)
+            return raw if len(raw) == 32 else None
+    except ValueError:  # binascii.Error is one
+        return None
+    return None
+
+
 class WebhookAuth:
-    """A shared secret in a header, and/or an HMAC-SHA256 of the raw body; both constant time."""
+    """A shared secret in a header, and/or an HMAC-SHA256 of the raw body; both constant time.
+
+    With an HMAC secret, a delivery must carry `x-360dialog-signature` or `X-Hub-Signature-256`
+    and pass if one that it carries matches: the same key checks both, since a deployment has
+    one sender (360dialog, or a Meta app of its own)."""
 
     def __init__(self, *, header: str, secret: str | None, hmac_secret: str | None) -> None:
         self.header = header.lower()
@@ -113,15 +142,20 @@ class WebhookAuth:
         return self._secret is not None or self._hmac is not None
 
     def check(self, headers: dict[str, str], body: bytes) -> bool:
-        """`headers`: lower-case names; the shared secret's header and the signature if sent."""
+        """`headers`: lower-case names; the shared secret's header and the signatures if sent."""
         if self._secret is not None:
             given = headers.get(self.header, "").encode()
             if not hmac.compare_digest(given, self._secret):
                 return False
         if self._hmac is not None:
-            signature = headers.get("x-hub-signature-256", "")
-            expected = "sha256=" + hmac.new(self._hmac, body, hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(signature.encode(), expected.encode()):
+            expected = hmac.new(self._hmac, body, hashlib.sha256).digest()
+            verified = False
+            for name in SIGNATURE_HEADERS:
+                if name in headers:
+                    digest = _signature_digest(headers[name])
+                    # Every present header is compared, so timing does not tell which matched.
+                    verified |= digest is not None and hmac.compare_digest(digest, expected)
+            if not verified:
                 return False
         return True
 
@@ -178,7 +212,8 @@ class WebhookReceiver:
         self._on_accept = on_accept
         self._recorder = recorder
         # Only these headers are ever read: the rest are not even decoded.
-        self._wanted = frozenset({b"content-length", b"content-type", b"x-hub-signature-256",
+        self._wanted = frozenset({b"content-length", b"content-type",
+                                  *(h.encode("latin-1") for h in SIGNATURE_HEADERS),
                                   auth.header.encode("latin-1"),
                                   *(h.encode("latin-1") for h in self._passed)})
         # The answers a stream gets thousands of times a second, made once.

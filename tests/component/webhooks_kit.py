@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
+from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter
 
-from exporter.webhooks.parser import parse
+from exporter.webhooks.parser import Delivery, parse
 from exporter.webhooks.ratecard import RateCard
 from exporter.webhooks.receiver import WebhookAuth, webhook_app
-from exporter.webhooks.state import ChannelLabel, Delivery, WebhookState
+from exporter.webhooks.state import ChannelLabel, WebhookState
 
 SECRET = "s3cret-header-value"
 KNOWN = {"4915100000000": ChannelLabel("104996122399160", "ch_A1")}
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "webhooks"
+
+
+def fixture_names() -> list[str]:
+    """The documented webhook bodies of tests/fixtures/webhooks/."""
+    return sorted(p.stem for p in FIXTURES.glob("*.json"))
+
+
+def fixture(name: str) -> Any:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
 
 
 def status_body(wamid="wamid.1", status="delivered", category="marketing", pricing=True,
@@ -28,13 +40,13 @@ def status_body(wamid="wamid.1", status="delivered", category="marketing", prici
             "display_phone_number": number, "phone_number_id": pn_id}, "statuses": [s]}}]}]}
 
 
-def accept(state: WebhookState, body: dict, at: float) -> bool:
+def accept(state: WebhookState, body: dict[str, Any], at: float) -> bool:
     """Count one delivery as the receiver would after validating it (no HTTP)."""
     raw = json.dumps(body).encode()
     return state.accept_many([Delivery(raw, at, parse(body))], at)[0]
 
 
-def record_as_earlier_version(state: WebhookState, body: dict, at: float) -> None:
+def record_as_earlier_version(state: WebhookState, body: dict[str, Any], at: float) -> None:
     """An inbox row as versions before counting-at-acceptance left it: recorded, not counted."""
     raw = json.dumps(body).encode()
     state._db.execute("INSERT INTO webhook_inbox (received_at, body, sha) VALUES (?, ?, ?)",
@@ -80,8 +92,6 @@ class Receiver:
     def count(self, metric, **labels):
         return sum(v for k, v in self.state.counters.get(metric, {}).items()
                    if all(x in k for x in labels.values()))
-
-
 
 
 def call_body(event="terminate", *, call_id="wacid.1", direction="BUSINESS_INITIATED",
