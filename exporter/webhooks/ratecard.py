@@ -21,6 +21,7 @@ File format (TOML), see `ratecards/example-usd.toml`:
     default_market = "Other"           # optional: used when no calling code matches
     [period.markets.Germany]
     calling_codes = ["49"]
+    countries = ["DE"]                 # optional: ISO codes, for users known only by BSUID
     marketing = 0.1365                 # per message; any category in labels.CATEGORIES
     call_per_minute = 0.06             # optional: business-initiated calls
 
@@ -38,7 +39,7 @@ import math
 import re
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -50,7 +51,7 @@ PULSE_SECONDS = 6
 # E.164 numbers have at most 15 digits; a group id or a business-scoped user id is no number.
 _MAX_NUMBER_DIGITS = 15
 _SEPARATORS = str.maketrans("", "", " +-().")
-_MARKET_KEYS = frozenset({"calling_codes", "call_per_minute"}) | CATEGORIES
+_MARKET_KEYS = frozenset({"calling_codes", "countries", "call_per_minute"}) | CATEGORIES
 _PERIOD_KEYS = frozenset({"valid_from", "source", "default_market", "markets"})
 _CARD_KEYS = frozenset({"currency", "effective", "source", "period", "default_market", "markets"})
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -86,17 +87,22 @@ class Period:
     markets: dict[str, Market]
     by_code: dict[str, str]  # calling code -> market name
     default_market: str | None
+    by_country: dict[str, str] = field(default_factory=dict)  # ISO country -> market name
 
-    def market_of(self, phone: str) -> Market | None:
+    def market_of(self, phone: str, country: str = "") -> Market | None:
         """The market of an E.164 number: its longest matching calling code (NANP area codes
-        such as 1876 may be their own market), else the default market. A recipient that is no
-        phone number (a group id, a business-scoped user id) gets the default market."""
+        such as 1876 may be their own market); else the market listing `country` (the ISO
+        country a business-scoped user id starts with); else the default market. A recipient
+        that is no phone number (a group id, a user id) matches no calling code."""
         number = phone.translate(_SEPARATORS)
         if number.isascii() and number.isdigit() and len(number) <= _MAX_NUMBER_DIGITS:
             for length in range(min(len(number), 7), 0, -1):
                 name = self.by_code.get(number[:length])
                 if name is not None:
                     return self.markets[name]
+        name = self.by_country.get(country.upper()) if country else None
+        if name is not None:
+            return self.markets[name]
         return self.markets.get(self.default_market) if self.default_market else None
 
 
@@ -113,22 +119,23 @@ class RateCard:
                 return period
         return None
 
-    def market_of(self, phone: str, at: float | None = None) -> Market | None:
+    def market_of(self, phone: str, at: float | None = None, *,
+                  country: str = "") -> Market | None:
         period = self.period_at(at)
-        return None if period is None else period.market_of(phone)
+        return None if period is None else period.market_of(phone, country)
 
-    def message_price(self, recipient: str, category: str,
-                      at: float | None = None) -> Decimal | None:
-        """Price of one billable message of `category` to `recipient` sent at `at` (now if
-        None); None if the card has none (the message is then counted as unpriced, never as
-        free)."""
-        market = self.market_of(recipient, at)
+    def message_price(self, recipient: str, category: str, at: float | None = None, *,
+                      country: str = "") -> Decimal | None:
+        """Price of one billable message of `category` to `recipient` (or, without a number,
+        to a user of ISO `country`) sent at `at` (now if None); None if the card has none (the
+        message is then counted as unpriced, never as free)."""
+        market = self.market_of(recipient, at, country=country)
         return None if market is None else market.messages.get(category)
 
-    def call_price(self, callee: str, duration_seconds: int,
-                   at: float | None = None) -> Decimal | None:
+    def call_price(self, callee: str, duration_seconds: int, at: float | None = None, *,
+                   country: str = "") -> Decimal | None:
         """Price of a business-initiated call of this length to `callee`, started at `at`."""
-        market = self.market_of(callee, at)
+        market = self.market_of(callee, at, country=country)
         if market is None or market.call_per_minute is None:
             return None
         pulses = math.ceil(max(duration_seconds, 0) / PULSE_SECONDS)
@@ -202,6 +209,7 @@ def _period(raw: dict[str, Any], start: float) -> Period:
         raise RateCardError("needs at least one [markets.NAME] table")
     markets: dict[str, Market] = {}
     by_code: dict[str, str] = {}
+    by_country: dict[str, str] = {}
     for name, table in tables.items():
         if not isinstance(table, dict):
             raise RateCardError(f"{_where(name)} must be a table")
@@ -211,10 +219,15 @@ def _period(raw: dict[str, Any], start: float) -> Period:
                 raise RateCardError(f"calling code {code} is in both {_where(by_code[code])} "
                                     f"and {_where(name)}")
             by_code[code] = name
+        for country in _countries(name, table.get("countries", [])):
+            if country in by_country:
+                raise RateCardError(f"country {country} is in both "
+                                    f"{_where(by_country[country])} and {_where(name)}")
+            by_country[country] = name
     default = raw.get("default_market")
     if default is not None and default not in markets:
         raise RateCardError(f"default_market {default!r} is not a [markets.*] table")
-    return Period(start, markets, by_code, default)
+    return Period(start, markets, by_code, default, by_country)
 
 
 def _instant(value: Any) -> tuple[float, str]:
@@ -267,6 +280,17 @@ def _codes(name: str, value: Any) -> list[str]:
             raise RateCardError(f"{_where(name)}.calling_codes: {code!r} is not a calling code")
         codes.append(text)
     return codes
+
+
+def _countries(name: str, value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise RateCardError(f"{_where(name)}.countries must be a list of ISO codes such as \"DE\"")
+    for country in value:
+        if not (isinstance(country, str) and len(country) == 2 and country.isascii()
+                and country.isalpha()):
+            raise RateCardError(f"{_where(name)}.countries: {country!r} is not a 2-letter ISO "
+                                f"country code")
+    return [country.upper() for country in value]
 
 
 def _price(where: str, value: Any) -> Decimal:

@@ -263,3 +263,26 @@ def test_a_market_name_with_a_line_break_stays_on_one_line():
         card(**{"Line\nBreak": {"marketing": -1}})
     assert "\n" not in str(caught.value)
     assert 'markets."Line\\nBreak".marketing' in str(caught.value)
+
+
+def test_a_user_known_only_by_bsuid_is_priced_by_the_country_it_starts_with():
+    """Without a phone number the market listing the BSUID's ISO country prices; a phone's
+    calling code still comes first, and an unlisted country falls to the default market."""
+    c = load_rate_card(EXAMPLE)
+    assert c.message_price("", "marketing", NOVEMBER_2026, country="BR") == Decimal("0.0782")
+    assert c.message_price("", "marketing", NOVEMBER_2026, country="br") == Decimal("0.0782")
+    assert c.message_price("4917600000000", "marketing", NOVEMBER_2026,
+                           country="BR") == Decimal("0.1365")
+    assert c.message_price("", "marketing", NOVEMBER_2026, country="FR") == Decimal("0.0604")
+    assert c.call_price("", 60, NOVEMBER_2026, country="DE") == Decimal("0.060")
+
+
+@pytest.mark.parametrize(("markets", "message"), [
+    ({"A": {"countries": "DE"}}, r"markets\.A\.countries must be a list"),
+    ({"A": {"countries": ["DEU"]}}, r"markets\.A\.countries: 'DEU' is not"),
+    ({"A": {"countries": ["DE"]}, "B": {"countries": ["de"]}}, "country DE is in both"),
+])
+def test_bad_countries_are_refused_naming_the_market(markets, message):
+    """A market's countries must be distinct 2-letter ISO codes."""
+    with pytest.raises(RateCardError, match=message):
+        card(**markets)
