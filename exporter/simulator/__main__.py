@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--webhook-url", default=None,
                    help="also POST the simulated traffic as Meta-format webhooks to this URL")
     p.add_argument("--webhook-hmac-secret", default=None,
-                   help="sign webhooks with X-Hub-Signature-256 "
+                   help="sign webhooks with x-360dialog-signature (hex HMAC-SHA256) "
                         "(default: $SIM_WEBHOOK_HMAC_SECRET)")
     p.add_argument("--webhook-interval", type=_positive, default=5.0, metavar="SECONDS")
     args = p.parse_args(argv)

@@ -20,7 +20,15 @@ from starlette.routing import Route
 from exporter.clock import FakeClock
 from exporter.simulator.fleet import build_fleet
 from exporter.simulator.traffic import usage_points
-from exporter.simulator.webhooks import WebhookEmitter, webhook_bodies
+from exporter.simulator.webhooks import (
+    ALL_SHAPES,
+    DIALOG_SIGNATURE,
+    META_SIGNATURE,
+    WebhookEmitter,
+    webhook_bodies,
+)
+from exporter.webhooks.parser import CallEvent, CallStatusEvent, StatusEvent
+from tests.component.webhooks_kit import Receiver as ExporterReceiver
 
 FLEET = build_fleet(7, waba_sizes=(3, 5, 2))
 START = calendar.timegm((2026, 3, 10, 13, 0, 0))
@@ -75,8 +83,8 @@ async def client():
 
 
 async def test_bodies_are_signed_over_the_exact_raw_bytes(clock, client, receiver):
-    """X-Hub-Signature-256 is the HMAC-SHA256 of the bytes on the wire; the custom secret header
-    and the JSON content type ride along."""
+    """By default x-360dialog-signature is the hex HMAC-SHA256 of the bytes on the wire, and no
+    Meta signature is sent; the custom secret header and the JSON content type ride along."""
     emitter = WebhookEmitter(FLEET, clock.now, URL, client, hmac_secret=SECRET,
                              secret_header=("X-Webhook-Secret", "hdr-secret"))
     clock.set(START + 30)
@@ -84,10 +92,25 @@ async def test_bodies_are_signed_over_the_exact_raw_bytes(clock, client, receive
     assert len(receiver.requests) == emitter.sent > 0
     for request in receiver.requests:
         expected = hmac.new(SECRET.encode(), request.content, hashlib.sha256).hexdigest()
-        assert request.headers["X-Hub-Signature-256"] == f"sha256={expected}"
+        assert request.headers[DIALOG_SIGNATURE] == expected
+        assert META_SIGNATURE not in request.headers
         assert request.headers["X-Webhook-Secret"] == "hdr-secret"
         assert request.headers["Content-Type"] == "application/json"
     assert receiver.received == [raw(b) for b in webhook_bodies(FLEET, START, START + 30)]
+
+
+async def test_the_emitter_can_sign_as_meta_does(clock, client, receiver):
+    """With signature_header=X-Hub-Signature-256 the value is `sha256=` and the hex HMAC, and
+    no 360dialog signature is sent."""
+    emitter = WebhookEmitter(FLEET, clock.now, URL, client, hmac_secret=SECRET,
+                             signature_header=META_SIGNATURE)
+    clock.set(START + 30)
+    await emitter.tick()
+    assert receiver.requests
+    for request in receiver.requests:
+        expected = hmac.new(SECRET.encode(), request.content, hashlib.sha256).hexdigest()
+        assert request.headers[META_SIGNATURE] == f"sha256={expected}"
+        assert DIALOG_SIGNATURE not in request.headers
 
 
 async def test_unsigned_emitter_sends_no_signature(clock, client, receiver):
@@ -96,7 +119,8 @@ async def test_unsigned_emitter_sends_no_signature(clock, client, receiver):
     clock.set(START + 30)
     await emitter.tick()
     headers = receiver.requests[-1].headers
-    assert "X-Hub-Signature-256" not in headers
+    assert META_SIGNATURE not in headers
+    assert DIALOG_SIGNATURE not in headers
     assert "X-Webhook-Secret" not in headers
     assert emitter.pending == 0
     assert emitter.failed == 0
@@ -212,12 +236,14 @@ def signed_receiver(secret: str, seen: dict[str, set[str]]) -> Starlette:
 
     async def handle(request: Request) -> Response:
         body = await request.body()
-        expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(request.headers.get("X-Hub-Signature-256", ""), expected):
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(request.headers.get(DIALOG_SIGNATURE, ""), expected):
             return Response(status_code=401)
         for entry in json.loads(body)["entry"]:
             for change in entry["changes"]:
                 for status in change["value"].get("statuses", []):
+                    if "pricing" not in status:
+                        continue  # a read after a priced delivered, or a call's status
                     p = status["pricing"]
                     seen.setdefault(f"{p['category']}/{p['type']}", set()).add(status["id"])
                 for call in change["value"].get("calls", []):
@@ -276,3 +302,32 @@ async def test_failures_are_logged_without_the_secrets(clock, client, receiver):
     assert [e.get("status") or e.get("error") for e in failures] == [500, "ConnectError"]
     assert SECRET not in repr(logs)
     assert "hdr-secret-value" not in repr(logs)
+
+
+async def test_the_exporters_receiver_accepts_every_shape_the_emitter_sends(tmp_path, clock):
+    """With every shape on, the exporter's own receiver answers every body 200 and reads group
+    statuses, BSUID-only recipients and call statuses as such (hex x-360dialog-signature)."""
+    rx = ExporterReceiver(tmp_path, secret=None, hmac_secret=SECRET)
+    parsed: list[object] = []
+    real = rx.state.accept_many
+
+    def accept_many(deliveries, now):
+        parsed.extend(event for d in deliveries for event in d.events)
+        return real(deliveries, now)
+
+    rx.state.accept_many = accept_many
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=rx.app),
+                                 base_url="http://wh") as http:
+        emitter = WebhookEmitter(FLEET, clock.now, "http://wh/webhook", http, hmac_secret=SECRET,
+                                 shapes=ALL_SHAPES, start=START)
+        clock.set(START + 12 * 3600)  # long enough for a business call to a BSUID alone
+        await emitter.tick()
+    rx.state.close()
+    assert emitter.sent > 0
+    assert (emitter.failed, emitter.pending, rx.result("ok")) == (0, 0, emitter.sent)
+    statuses = [e for e in parsed if isinstance(e, StatusEvent)]
+    assert any(e.recipient_type == "group" and e.recipient_phone for e in statuses)
+    assert any(not e.recipient_id and e.bsuid_country for e in statuses)
+    assert {e.status for e in parsed if isinstance(e, CallStatusEvent)} == {"ringing",
+                                                                            "accepted"}
+    assert any(isinstance(e, CallEvent) and not e.callee and e.bsuid_country for e in parsed)

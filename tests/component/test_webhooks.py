@@ -326,7 +326,9 @@ async def test_generated_streams_are_counted_like_the_model(tmp_path_factory, de
     order = deliveries + [deliveries[i] for i in repeats if i < len(deliveries)]
     for events in order:
         assert (await rx.post(delivery(events))).status_code == 200
-    statuses, messages, seen = {}, {}, set()
+    statuses: dict[str, int] = {}
+    messages: dict[tuple[str, str, str], int] = {}
+    seen: set[object] = set()
     for events in deliveries:
         for wamid, status, pricing in events:
             bounded = status if status != "odd" else "other"

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 from exporter.simulator.fleet import MARKETS, build_fleet
 from exporter.simulator.traffic import DAY, DIRECTIONS, STREAMS, price, usage_points
-from exporter.simulator.webhooks import phone_number_id, webhook_bodies
+from exporter.simulator.webhooks import (
+    ALL_SHAPES,
+    Shapes,
+    parent_user_id,
+    phone_number_id,
+    user_id,
+    webhook_bodies,
+)
 
 FLEET = build_fleet(7)
 SMALL = build_fleet(7, waba_sizes=(3, 5, 2))
@@ -24,10 +31,29 @@ COUNTRY_OF_CODE = {code: country for code, country, _ in MARKETS}
 DIGITS_OF_CODE = {code: digits for code, _, digits in MARKETS}
 
 
+# How a group category is counted against the usage endpoint's streams (an assumption: Meta's
+# analytics for group messages were not found).
+GROUP_STREAMS = {"group_marketing": ("MARKETING", "REGULAR"),
+                 "group_utility": ("UTILITY", "REGULAR"),
+                 "group_service": ("SERVICE", "FREE_CUSTOMER_SERVICE")}
+
+
 def items(bodies: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
+    """Message statuses (`messages`) or call events (`calls`), in order."""
     key = "statuses" if field == "messages" else "calls"
     return [item for body in bodies for change in body["entry"][0]["changes"]
-            if change["field"] == field for item in change["value"][key]]
+            if change["field"] == field for item in change["value"].get(key, [])]
+
+
+def call_statuses(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [item for body in bodies for change in body["entry"][0]["changes"]
+            if change["field"] == "calls" for item in change["value"].get("statuses", [])]
+
+
+def stream_of(pricing: dict[str, Any]) -> tuple[str, str]:
+    if pricing["category"] in GROUP_STREAMS:
+        return GROUP_STREAMS[pricing["category"]]
+    return pricing["category"].upper(), pricing["type"].upper()
 
 
 def channel_of_number(fleet):
@@ -35,17 +61,19 @@ def channel_of_number(fleet):
 
 
 def messages_by_stream(bodies, fleet) -> Counter[tuple[str, str, str]]:
-    """Unique wamids per (channel, category, pricing type), read from the statuses themselves."""
+    """Charged deliveries per (channel, category, pricing type), read from the statuses
+    themselves: each (wamid, group participant) whose delivered or read status has pricing."""
     by_number = channel_of_number(fleet)
-    seen: dict[str, tuple[str, str, str]] = {}
+    seen: dict[tuple[str, str], tuple[str, str, str]] = {}
     for body in bodies:
         change = body["entry"][0]["changes"][0]
         if change["field"] != "messages":
             continue
         ch = by_number[change["value"]["metadata"]["display_phone_number"]]
         for status in change["value"]["statuses"]:
-            p = status["pricing"]
-            seen[status["id"]] = (ch.id, p["category"].upper(), p["type"].upper())
+            if "pricing" in status and status["status"] in {"delivered", "read"}:
+                seen[status["id"], status.get("recipient_participant_id", "")] = (
+                    ch.id, *stream_of(status["pricing"]))
     return Counter(seen.values())
 
 
@@ -77,7 +105,7 @@ def pushed_calls(bodies, fleet):
         if change["field"] != "calls":
             continue
         ch = by_number[change["value"]["metadata"]["display_phone_number"]]
-        for call in change["value"]["calls"]:
+        for call in change["value"].get("calls", []):
             if call["event"] == "terminate":
                 count_seconds = pushed.setdefault((ch.id, call["direction"]), [0, 0])
                 count_seconds[0] += 1
@@ -133,12 +161,15 @@ def test_calls_are_connected_then_terminated_between_the_right_parties():
     """Each call has a connect then a terminate with end - start = duration; business-initiated
     calls go from the channel's number, user-initiated ones to it."""
     bodies = webhook_bodies(SMALL, START, START + HOUR)
+    by_number = channel_of_number(SMALL)
     assert len(items(bodies, "calls")) > 10
     for body in bodies:
         change = body["entry"][0]["changes"][0]
         if change["field"] != "calls":
             continue
         own = change["value"]["metadata"]["display_phone_number"]
+        if "calls" not in change["value"]:
+            continue  # call statuses, checked below
         calls = change["value"]["calls"]
         events: dict[str, list[str]] = {}
         for call in calls:
@@ -149,6 +180,13 @@ def test_calls_are_connected_then_terminated_between_the_right_parties():
             assert business_side == own
             assert customer != own
             assert customer.isdigit()
+            user_key = "to_user_id" if call["direction"] == "BUSINESS_INITIATED" \
+                else "from_user_id"
+            assert call[user_key] == user_id(SMALL.seed, by_number[own].country, customer)
+            if call["event"] == "connect":
+                # Meta answers the business's offer; a user's call arrives as an offer.
+                assert call["session"]["sdp_type"] == (
+                    "answer" if call["direction"] == "BUSINESS_INITIATED" else "offer")
             if call["event"] == "terminate":
                 assert call["status"] == "COMPLETED"
                 assert int(call["end_time"]) - int(call["start_time"]) == call["duration"]
@@ -157,16 +195,48 @@ def test_calls_are_connected_then_terminated_between_the_right_parties():
         assert all(e == ["connect", "terminate"] for e in events.values())
 
 
+def test_calls_of_the_business_ring_then_are_accepted_before_they_connect():
+    """Each business-initiated call has one RINGING and one ACCEPTED call status (`type: "call"`,
+    under `calls`, no pricing) naming its callee, in bodies before the channel's call events;
+    user-initiated calls have none."""
+    bodies = webhook_bodies(SMALL, START, START + HOUR)
+    outgoing = {c["id"]: c for c in items(bodies, "calls")
+                if c["direction"] == "BUSINESS_INITIATED" and c["event"] == "connect"}
+    statuses = call_statuses(bodies)
+    assert outgoing
+    assert Counter(s["id"] for s in statuses) == dict.fromkeys(outgoing, 2)
+    for status in statuses:
+        call = outgoing[status["id"]]
+        assert status["type"] == "call"
+        assert "pricing" not in status
+        assert (status["recipient_id"], status["recipient_user_id"]) == (call["to"],
+                                                                         call["to_user_id"])
+    assert [s["status"] for s in statuses if s["id"] == next(iter(outgoing))] == [
+        "RINGING", "ACCEPTED"]
+    position = {id(item): n for n, body in enumerate(bodies)
+                for change in body["entry"][0]["changes"]
+                for item in change["value"].get("statuses", []) + change["value"].get("calls", [])}
+    first: dict[str, int] = {}
+    for body_n, body in enumerate(bodies):
+        value = body["entry"][0]["changes"][0]["value"]
+        for item in value.get("calls", []):
+            first.setdefault(item["id"], body_n)
+    assert all(position[id(s)] < first[s["id"]] for s in statuses)
+
+
 def test_statuses_carry_pricing_and_a_recipient_in_the_channels_market():
-    """Every status has the PMP pricing object of its stream and a recipient with the channel's
-    calling code and length, so a rate card by recipient code gives the polled cost."""
+    """Every message has a priced `sent` and exactly one priced delivered or read (v24): half
+    are read, a few of those with `delivered` skipped; each names a recipient with the
+    channel's calling code and length and that recipient's BSUID in the channel's country, so
+    a rate card by recipient code gives the polled cost."""
     a, b = START, START + HOUR
     bodies = webhook_bodies(FLEET, a, b)
     by_number = channel_of_number(FLEET)
     code_of = {country: code for code, country, _ in MARKETS}
     streams = {(c.lower(), t.lower()) for c, t, _ in STREAMS}
     cost_by_recipient = Decimal(0)
-    statuses = Counter()
+    statuses: Counter[str] = Counter()
+    priced: Counter[tuple[str, str]] = Counter()
     counted: set[str] = set()
     for body in bodies:
         change = body["entry"][0]["changes"][0]
@@ -177,17 +247,24 @@ def test_statuses_carry_pricing_and_a_recipient_in_the_channels_market():
         assert body["entry"][0]["id"] == ch.waba_external_id
         assert value["metadata"]["phone_number_id"] == phone_number_id(FLEET.seed, ch.id)
         for status in value["statuses"]:
-            p = status["pricing"]
-            assert (p["category"], p["type"]) in streams
-            assert p["pricing_model"] == "PMP"
-            assert p["billable"] is (p["type"] == "regular")
-            assert status["id"].split(".")[4:6] == [p["category"].upper(), p["type"].upper()]
+            assert "recipient_type" not in status  # no groups by default
             to = status["recipient_id"]
             code = code_of[ch.country]
             assert to.isdigit()
             assert to.startswith(code)
             assert len(to) == len(code) + DIGITS_OF_CODE[code]
+            assert status["recipient_user_id"] == user_id(FLEET.seed, ch.country, to)
+            assert status["recipient_user_id"].startswith(ch.country + ".")
             statuses[status["status"]] += 1
+            if "pricing" not in status:
+                assert status["status"] == "read"
+                continue
+            p = status["pricing"]
+            priced[status["id"], status["status"]] += 1
+            assert (p["category"], p["type"]) in streams
+            assert p["pricing_model"] == "PMP"
+            assert p["billable"] is (p["type"] == "regular")
+            assert status["id"].split(".")[4:6] == [p["category"].upper(), p["type"].upper()]
             if status["id"] not in counted:
                 counted.add(status["id"])
                 cost_by_recipient += price(p["category"].upper(), p["type"].upper(),
@@ -196,8 +273,115 @@ def test_statuses_carry_pricing_and_a_recipient_in_the_channels_market():
                        for p in usage_points(FLEET.seed, ch, a, b - 1, b, "half_hour")[0]),
                       Decimal(0))
     assert cost_by_recipient == polled_cost > 0
-    assert statuses["sent"] == statuses["delivered"] == len(counted)
+    assert statuses["sent"] == len(counted)
+    for wamid in counted:
+        assert priced[wamid, "sent"] == 1
+        assert priced[wamid, "delivered"] + priced[wamid, "read"] == 1
+    skipped = statuses["sent"] - statuses["delivered"]
+    assert skipped == sum(1 for (_, status) in priced if status == "read")
+    assert 0.01 < skipped / statuses["sent"] < 0.05
     assert 0.45 < statuses["read"] / statuses["sent"] < 0.55
+
+
+def test_with_every_shape_the_charged_deliveries_still_match_the_polled_traffic():
+    """With groups and BSUID-only recipients on, charged deliveries per channel and stream (each
+    group participant one) and their cost, priced by the recipient's phone or else the BSUID's
+    country, equal the usage endpoint's; calls too."""
+    a, b = START, START + 3 * HOUR
+    bodies = webhook_bodies(FLEET, a, b, shapes=ALL_SHAPES)
+    assert messages_by_stream(bodies, FLEET) == polled_messages(FLEET, a, b)
+    assert pushed_calls(bodies, FLEET) == polled_calls(FLEET, a, b)
+    by_number = channel_of_number(FLEET)
+    cost = Decimal(0)
+    charged: set[tuple[str, str]] = set()
+    for body in bodies:
+        change = body["entry"][0]["changes"][0]
+        if change["field"] != "messages":
+            continue
+        ch = by_number[change["value"]["metadata"]["display_phone_number"]]
+        for status in change["value"]["statuses"]:
+            key = (status["id"], status.get("recipient_participant_id", ""))
+            if "pricing" not in status or status["status"] == "sent" or key in charged:
+                continue
+            charged.add(key)
+            phone = status.get("recipient_participant_id") or status.get("recipient_id")
+            country = (COUNTRY_OF_CODE[next(c for c in COUNTRY_OF_CODE if phone.startswith(c))]
+                       if phone else status["recipient_user_id"].split(".")[0])
+            assert country == ch.country
+            cost += price(*stream_of(status["pricing"]), country)
+    polled_cost = sum((p.cost for ch in FLEET.channels()
+                       for p in usage_points(FLEET.seed, ch, a, b - 1, b, "half_hour")[0]),
+                      Decimal(0))
+    assert cost == polled_cost > 0
+
+
+def test_group_messages_have_one_sent_and_a_priced_delivery_per_participant():
+    """A group message names the group (57 characters, `recipient_type: "group"`): one `sent`
+    without participant or pricing, then per participant a delivered or read with the group
+    category and no pricing type; only marketing, utility and service messages go to groups."""
+    bodies = webhook_bodies(FLEET, START, START + HOUR, shapes=Shapes(groups=True))
+    by_number = channel_of_number(FLEET)
+    group_statuses = [(body, s) for body in bodies
+                      for s in body["entry"][0]["changes"][0]["value"].get("statuses", [])
+                      if s.get("recipient_type") == "group"]
+    assert len(group_statuses) > 100
+    sent: Counter[str] = Counter()
+    participants: dict[str, set[str]] = {}
+    for body, status in group_statuses:
+        ch = by_number[body["entry"][0]["changes"][0]["value"]["metadata"][
+            "display_phone_number"]]
+        assert len(status["recipient_id"]) == 57
+        assert status["recipient_id"].startswith("Y2FwaV9ncm91cDo")
+        if status["status"] == "sent":
+            sent[status["id"]] += 1
+            assert "pricing" not in status
+            assert "recipient_participant_id" not in status
+            continue
+        participant = status["recipient_participant_id"]
+        assert participant.startswith({c: k for k, c, _ in MARKETS}[ch.country])
+        participants.setdefault(status["id"], set()).add(participant)
+        if "pricing" in status:
+            p = status["pricing"]
+            assert set(p) == {"billable", "pricing_model", "category"}
+            assert p["category"] in GROUP_STREAMS
+            assert p["billable"] is (p["category"] != "group_service")
+    assert set(sent.values()) == {1}
+    assert max(len(v) for v in participants.values()) == 4
+    # A participant's delivery is charged once: delivered, or read when delivered was skipped.
+    priced = Counter((s["id"], s["recipient_participant_id"]) for _, s in group_statuses
+                     if "pricing" in s)
+    assert set(priced.values()) == {1}
+    assert len(priced) == sum(len(v) for v in participants.values())
+    plain = webhook_bodies(FLEET, START, START + HOUR)
+    assert not any(s.get("recipient_type") for s in items(plain, "messages"))
+
+
+def test_bsuid_only_recipients_have_no_phone_in_statuses_or_calls():
+    """With BSUID-only recipients on, about a tenth of individual statuses lack `recipient_id`
+    and name the user and parent BSUIDs in the channel's country, and some business-initiated
+    calls lack `to` and name `to_user_id`."""
+    bodies = webhook_bodies(FLEET, START, START + HOUR, shapes=Shapes(bsuid_only=True))
+    by_number = channel_of_number(FLEET)
+    statuses = 0
+    hidden = 0
+    for body in bodies:
+        value = body["entry"][0]["changes"][0]["value"]
+        ch = by_number[value["metadata"]["display_phone_number"]]
+        for status in value.get("statuses", []):
+            if status.get("type") == "call":
+                continue
+            statuses += 1
+            if "recipient_id" not in status:
+                hidden += 1
+                uid, parent = status["recipient_user_id"], status["recipient_parent_user_id"]
+                assert uid.startswith(ch.country + ".")
+                assert parent.startswith(ch.country + ".ENT.")
+                assert uid.split(".")[1].isalnum()
+        for call in value.get("calls", []):
+            assert ("to" in call) or call["to_user_id"].startswith(ch.country + ".")
+    assert 0.07 < hidden / statuses < 0.13
+    assert any("to" not in c for c in items(bodies, "calls"))
+    assert parent_user_id(FLEET.seed, "DE", "49151") != parent_user_id(FLEET.seed, "DE", "49152")
 
 
 def test_midnight_and_month_end_keep_each_message_in_its_day():
@@ -233,6 +417,7 @@ def test_bodies_hold_at_most_max_items_and_lose_nothing(max_items):
     unsplit = webhook_bodies(SMALL, a, b, max_items=10**9)
     for field in ("messages", "calls"):
         assert items(bodies, field) == items(unsplit, field)
+    assert call_statuses(bodies) == call_statuses(unsplit)
     for body in bodies:
         assert body["object"] == "whatsapp_business_account"
         assert len(body["entry"]) == 1
@@ -240,7 +425,7 @@ def test_bodies_hold_at_most_max_items_and_lose_nothing(max_items):
         change = body["entry"][0]["changes"][0]
         value = change["value"]
         assert value["messaging_product"] == "whatsapp"
-        batch = value["statuses"] if change["field"] == "messages" else value["calls"]
+        batch = value.get("statuses") or value["calls"]
         assert 1 <= len(batch) <= max_items
     assert len(bodies) > len(unsplit)
 
