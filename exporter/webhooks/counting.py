@@ -19,12 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 from exporter.calendar import month_start
 from exporter.labels import CATEGORIES, DIRECTIONS, PRICING_TYPES, bounded
 from exporter.webhooks.dedupe import Key, call_key, message_key, status_key
 from exporter.webhooks.parser import CallEvent, Event, Pricing, StatusEvent
-from exporter.webhooks.ratecard import RateCard
 
 # The counter families, by the name they are stored under, and their labels.
 MESSAGES = "messages"  # (waba_id, channel_id, category, pricing_type, billable)
@@ -57,12 +57,23 @@ class ChannelLabel:
     channel_id: str
 
 
+class Prices(Protocol):
+    """What counting asks of a rate card (`ratecard.RateCard`); None where it has no price."""
+
+    @property
+    def currency(self) -> str: ...
+
+    def message_price(self, recipient: str, category: str) -> Decimal | None: ...
+
+    def call_price(self, callee: str, duration_seconds: int) -> Decimal | None: ...
+
+
 def charge(event: StatusEvent) -> Pricing | None:
     """The pricing a status counts its message with, or None: every status carrying one."""
     return event.pricing
 
 
-def count(event: Event, where: ChannelLabel, card: RateCard | None, seen: Seen,
+def count(event: Event, where: ChannelLabel, card: Prices | None, seen: Seen,
           ) -> list[Count]:
     """The increments one event makes (see the module docstring)."""
     out: list[Count] = []
