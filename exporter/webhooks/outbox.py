@@ -1,6 +1,6 @@
 """The forwarding outbox: accepted bodies waiting to reach the user's own application.
 
-Rows are written in the same transaction as the inbox row (see `WebhookState.append`), so a
+Rows are written in the commit that counts the delivery (see `WebhookState.accept_many`), so a
 delivery acknowledged to 360dialog is always on its way downstream too. A row leaves the table
 only when the application answered 2xx or when it has waited longer than the maximum age (the
 same 7 days Meta keeps retrying). Delivery is at least once: a crash between the downstream 2xx
