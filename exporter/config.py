@@ -135,7 +135,9 @@ class Settings(BaseSettings):
     webhook_max_unmapped_channels: int = Field(100, ge=0)
     webhook_rate_card: Path | None = None
     webhook_forward_url: str | None = None
-    webhook_forward_headers: IdList = Field(default_factory=lambda: ["X-Hub-Signature-256"])
+    # Both senders' signatures, so the application can verify what it receives.
+    webhook_forward_headers: IdList = Field(
+        default_factory=lambda: ["X-Hub-Signature-256", "x-360dialog-signature"])
     webhook_forward_timeout_seconds: float = Field(10.0, gt=0)
     webhook_forward_concurrency: int = Field(4, ge=1, le=64)
     webhook_forward_max_age_seconds: float = Field(7 * 86_400, gt=0)

@@ -14,7 +14,9 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
+from exporter.config import Settings
 from exporter.webhooks.dedupe import key_hash as _key_hash
 from exporter.webhooks.receiver import WebhookAuth, webhook_app
 from exporter.webhooks.state import MESSAGES, STATUSES_METRIC
@@ -162,6 +164,30 @@ async def test_the_shared_secret_and_the_signature_are_both_required_when_both_a
     assert (await rx.post(None, signed | {"X-Webhook-Secret": "wrong"}, raw=raw)
             ).status_code == 401
     assert (await rx.post(None, signed, raw=raw)).status_code == 200
+    rx.state.close()
+
+
+async def test_both_signatures_travel_to_the_application_by_default(tmp_path, monkeypatch):
+    """With the default D360_WEBHOOK_FORWARD_HEADERS, 360dialog's and Meta's signature headers
+    are forwarded with the body, so the application can verify what it receives."""
+    monkeypatch.delenv("D360_WEBHOOK_FORWARD_HEADERS", raising=False)
+    settings = Settings(webhook_secret=SecretStr(SECRET))
+    rx = Receiver(tmp_path, forward_headers=settings.webhook_forward_headers)
+    forwarded: list[dict[str, str] | None] = []
+    real = rx.state.accept_many
+
+    def accept_many(deliveries, now):
+        forwarded.extend(d.forward_headers for d in deliveries)
+        return real(deliveries, now)
+
+    monkeypatch.setattr(rx.state, "accept_many", accept_many)
+    raw = json.dumps(status_body()).encode()
+    signed = {"x-360dialog-signature": _digest(raw).hex(),
+              "X-Hub-Signature-256": "sha256=" + _digest(raw).hex()}
+    assert (await rx.post(None, signed, raw=raw)).status_code == 200
+    assert forwarded == [{"content-type": "application/json",
+                          "x-360dialog-signature": _digest(raw).hex(),
+                          "x-hub-signature-256": "sha256=" + _digest(raw).hex()}]
     rx.state.close()
 
 
