@@ -17,8 +17,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from exporter.domain import Limit
 
-Scope = tuple[str, str]  # (kind, key), e.g. ("usage_channel", "ch_1")
+Scope = tuple[str, str]  # (budget kind, key), e.g. ("usage_channel", "ch_1")
 
+# Budget kinds, each naming a Limit; also the `scope` label of the deferral and use metrics.
+# Not the poller's task kinds (polling.tasks.TaskKind): one task may charge several budgets.
 USAGE_CHANNEL = "usage_channel"
 USAGE_WABA = "usage_waba"
 CHANNEL_BALANCE = "channel_balance"

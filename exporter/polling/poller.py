@@ -40,19 +40,10 @@ from exporter.polling.schedule import (
 )
 from exporter.polling.sharding import Selection, ShardBudgets, budget_owners, stable_shard
 from exporter.polling.store import Store
+from exporter.polling.tasks import TaskKey, TaskKind
 
 log = structlog.get_logger("exporter.poller")
 _T = TypeVar("_T")
-
-USAGE = "usage"
-BALANCE = "balance"
-CLIENT_BALANCE = "client_balance"
-PARTNER_BALANCE = "partner_balance"
-DISCOVERY = "discovery"
-CLOSE_OUT = "close_out"  # the next usage poll brought to just after a UTC day ends, if room
-SLOT = "slot"  # a usage call of a WABA whose own budget binds; which channel, WabaSlots decides
-
-TaskKey = tuple[str, str]  # (task kind, id)
 
 MIN_BACKOFF_SECONDS = 15.0
 MAX_IDLE_SLEEP_SECONDS = 60.0
@@ -115,7 +106,7 @@ class Poller:
         self._restore_activity()
         self._apply_fleet(list(store.channels.values()), initial=True)
         self._schedule(
-            (DISCOVERY, ""),
+            (TaskKind.DISCOVERY, ""),
             self.clock.now() if not self.discovered_once else self._next_discovery_time(),
         )
 
@@ -167,21 +158,22 @@ class Poller:
         for ids in self._wabas.values():
             self.plans.update(plan_waba(ids, self._idle, self._params))
         for gone in known - set(self.plans):
-            for kind in (USAGE, BALANCE, CLOSE_OUT):
+            for kind in (TaskKind.USAGE, TaskKind.CHANNEL_BALANCE, TaskKind.CLOSE_OUT):
                 self._unschedule((kind, gone))
             self._idle.discard(gone)
         for waba in set(self._slots) - set(self._wabas):
             del self._slots[waba]
-            self._unschedule((SLOT, waba))
+            self._unschedule((TaskKind.SLOT, waba))
             self._balances_due.pop(waba, None)
         for w_index, (waba, ids) in enumerate(self._wabas.items()):
             if waba_bound(len(ids), self._params):
                 self._use_slots(waba, ids, now + initial_phase(
                     w_index, len(self._wabas), slot_params(self._params).spacing))
             elif self._slots.pop(waba, None) is not None:
-                self._unschedule((SLOT, waba))
+                self._unschedule((TaskKind.SLOT, waba))
                 for ch_id in self._balances_due.pop(waba, []):
-                    self._schedule((BALANCE, ch_id), now)  # back on their own timers
+                    # Back on their own timers.
+                    self._schedule((TaskKind.CHANNEL_BALANCE, ch_id), now)
             for index, ch_id in enumerate(ids):
                 plan = self.plans[ch_id]
                 if waba not in self._slots and not self._usage_scheduled(ch_id):
@@ -192,17 +184,18 @@ class Poller:
                         # it forward would burst). An overdue channel keeps its true, past due
                         # time, so the most overdue goes first.
                         due = usage.fetched_at + plan.usage_interval
-                    self._schedule((USAGE, ch_id), due)
+                    self._schedule((TaskKind.USAGE, ch_id), due)
                 if plan.balance_interval is not None and (ch_id not in known or initial):
                     b_phase = initial_phase(index, len(ids), plan.balance_interval)
                     b_due = now + b_phase + plan.usage_interval / 2
                     fetched = self.store.balance_fetched_at.get(("channel", ch_id))
                     if fetched is not None:
                         b_due = fetched + plan.balance_interval
-                    self._schedule((BALANCE, ch_id), b_due)
+                    self._schedule((TaskKind.CHANNEL_BALANCE, ch_id), b_due)
         self._plan_clients(now)
-        if self.budgets.partner_balance is not None and (PARTNER_BALANCE, "") not in self._due:
-            self._schedule((PARTNER_BALANCE, ""), now)
+        partner: TaskKey = (TaskKind.PARTNER_BALANCE, "")
+        if self.budgets.partner_balance is not None and partner not in self._due:
+            self._schedule(partner, now)
         self.metrics.discovered.labels("channels").set(len(self.plans))
         self.metrics.discovered.labels("wabas").set(len(self._wabas))
 
@@ -221,15 +214,15 @@ class Poller:
             owned = [c for c in client_ids
                      if stable_shard(c, owners) == self.settings.shard_index]
         for gone in set(self._clients) - set(owned):
-            self._unschedule((CLIENT_BALANCE, gone))
+            self._unschedule((TaskKind.CLIENT_BALANCE, gone))
         interval = self._client_interval(len(owned))
         for index, client_id in enumerate(owned):
-            if (CLIENT_BALANCE, client_id) not in self._due:
+            if (TaskKind.CLIENT_BALANCE, client_id) not in self._due:
                 due = now + initial_phase(index, len(owned), interval)
                 fetched = self.store.balance_fetched_at.get(("client", client_id))
                 if fetched is not None:
                     due = fetched + interval
-                self._schedule((CLIENT_BALANCE, client_id), due)
+                self._schedule((TaskKind.CLIENT_BALANCE, client_id), due)
         self._clients = owned
         self.metrics.discovered.labels("clients").set(len(owned))
 
@@ -243,7 +236,8 @@ class Poller:
                    per_key * shared * (1 + self.settings.safety_margin))
 
     def _usage_scheduled(self, channel_id: str) -> bool:
-        return (USAGE, channel_id) in self._due or (USAGE, channel_id) in self._inflight
+        key: TaskKey = (TaskKind.USAGE, channel_id)
+        return key in self._due or key in self._inflight
 
     def _use_slots(self, waba: str, ids: Sequence[str], first_slot: float) -> None:
         """Put a WABA-bound WABA on its slot grid (or update its channels)."""
@@ -255,9 +249,10 @@ class Poller:
         fetched = {ch: u.fetched_at for ch in ids if (u := self.store.usage.get(ch))}
         slots.set_channels(ids, self._idle, fetched)
         for ch_id in ids:
-            self._unschedule((USAGE, ch_id))  # it had its own timer while the WABA was small
-        if (SLOT, waba) not in self._due:
-            self._schedule((SLOT, waba), first_slot)
+            # It had its own timer while the WABA was small.
+            self._unschedule((TaskKind.USAGE, ch_id))
+        if (TaskKind.SLOT, waba) not in self._due:
+            self._schedule((TaskKind.SLOT, waba), first_slot)
 
     def _slotted(self, channel_id: str) -> bool:
         return self._waba_of(channel_id) in self._slots
@@ -273,7 +268,7 @@ class Poller:
         """Give this slot to the balance call waiting longest, if its budgets have room."""
         waiting = self._balances_due.get(waba)
         while waiting:
-            key: TaskKey = (BALANCE, waiting[0])
+            key: TaskKey = (TaskKind.CHANNEL_BALANCE, waiting[0])
             scopes = self._charge(key)
             if scopes is None or key in self._inflight:
                 waiting.pop(0)  # gone, or already on its way
@@ -297,24 +292,25 @@ class Poller:
         waba_scope: Scope = (budget.USAGE_WABA, waba)
         if not self.ledger.allows([waba_scope], now_ms):
             self.metrics.deferred.labels(budget.USAGE_WABA).inc()
-            self._schedule((SLOT, waba), self.ledger.next_slot([waba_scope], now_ms) / 1000)
+            self._schedule((TaskKind.SLOT, waba),
+                           self.ledger.next_slot([waba_scope], now_ms) / 1000)
             return
         spacing = slots.params.spacing
-        self._schedule((SLOT, waba), now + spacing)
+        self._schedule((TaskKind.SLOT, waba), now + spacing)
         if self._slot_to_balance(waba, now_ms):
             return
 
         def may_go(ch_id: str) -> bool:
-            scopes = self._charge((USAGE, ch_id))
-            return (scopes is not None and (USAGE, ch_id) not in self._inflight
+            scopes = self._charge((TaskKind.USAGE, ch_id))
+            return (scopes is not None and (TaskKind.USAGE, ch_id) not in self._inflight
                     and self.ledger.allows(scopes, now_ms))
 
         ch_id = slots.take(now, may_go)
         if ch_id is not None:
-            scopes = self._charge((USAGE, ch_id))
+            scopes = self._charge((TaskKind.USAGE, ch_id))
             assert scopes is not None
-            self._inflight[(USAGE, ch_id)] = asyncio.create_task(
-                self._run((USAGE, ch_id), scopes))
+            self._inflight[(TaskKind.USAGE, ch_id)] = asyncio.create_task(
+                self._run((TaskKind.USAGE, ch_id), scopes))
 
     def _replan_waba(self, waba: str) -> None:
         # New intervals apply from each channel's next poll on: pulling polls forward here
@@ -325,20 +321,20 @@ class Poller:
 
     def _charge(self, key: TaskKey) -> tuple[Scope, ...] | None:
         kind, id_ = key
-        if kind in (USAGE, BALANCE, CLOSE_OUT):
+        if kind in (TaskKind.USAGE, TaskKind.CHANNEL_BALANCE, TaskKind.CLOSE_OUT):
             ch = self.store.channels.get(id_)
             if ch is None or id_ not in self.plans:
                 return None
             usage_scopes: tuple[Scope, ...] = (
                 (budget.USAGE_CHANNEL, id_), (budget.USAGE_WABA, ch.waba_id or ch.id))
-            if kind in (USAGE, CLOSE_OUT):
+            if kind in (TaskKind.USAGE, TaskKind.CLOSE_OUT):
                 return usage_scopes
             own: tuple[Scope, ...] = ((budget.CHANNEL_BALANCE, id_),)
             return own + usage_scopes if self.settings.channel_balance_shares_usage_budget else own
-        if kind == CLIENT_BALANCE:
+        if kind == TaskKind.CLIENT_BALANCE:
             scope_key = id_ if self.settings.client_balance_scope == "client" else "partner"
             return ((budget.CLIENT_BALANCE, scope_key),)
-        if kind == PARTNER_BALANCE:
+        if kind == TaskKind.PARTNER_BALANCE:
             return ((budget.PARTNER_BALANCE, "partner"),)
         return ((budget.DISCOVERY, "partner"),)
 
@@ -381,14 +377,14 @@ class Poller:
                 break
             _, _, key = heapq.heappop(self._heap)
             del self._due[key]
-            if key[0] == SLOT:
+            if key[0] == TaskKind.SLOT:
                 self._slot(key[1], now)
                 continue
             if key in self._inflight:
                 continue  # it reschedules itself when it finishes
-            if key[0] == USAGE and self._slotted(key[1]):
+            if key[0] == TaskKind.USAGE and self._slotted(key[1]):
                 continue  # its WABA's slots poll it
-            if key[0] == BALANCE and self._balance_slotted(key[1]):
+            if key[0] == TaskKind.CHANNEL_BALANCE and self._balance_slotted(key[1]):
                 waiting = self._balances_due[self._waba_of(key[1])]
                 if key[1] not in waiting:
                     waiting.append(key[1])  # the WABA's next slot is its
@@ -396,8 +392,9 @@ class Poller:
             scopes = self._charge(key)
             if scopes is None:
                 continue  # the channel is gone
-            if key[0] == CLOSE_OUT:
-                if (USAGE, key[1]) in self._inflight or not self._close_out_room(scopes, now):
+            if key[0] == TaskKind.CLOSE_OUT:
+                if ((TaskKind.USAGE, key[1]) in self._inflight
+                        or not self._close_out_room(scopes, now)):
                     continue  # no room: the next regular poll closes the day instead
                 self._inflight[key] = asyncio.create_task(self._run(key, scopes))
                 continue
@@ -462,7 +459,7 @@ class Poller:
                 at = close_out_time(boundary, self.settings.close_out_delay_seconds,
                                     index, len(ids))
                 if waba not in self._slots:
-                    self._schedule((CLOSE_OUT, ch_id), at)
+                    self._schedule((TaskKind.CLOSE_OUT, ch_id), at)
 
     # -- tasks -----------------------------------------------------------------------------------
 
@@ -470,7 +467,7 @@ class Poller:
         kind, id_ = key
         try:
             async with self._sem:
-                if kind == DISCOVERY:
+                if kind == TaskKind.DISCOVERY:
                     await self._discover()
                     return
                 if not self._try_charge(key, scopes):
@@ -490,18 +487,18 @@ class Poller:
             self._inflight.pop(key, None)
             self._wake.set()
 
-    async def _call(self, kind: str, id_: str, now: float) -> None:
-        if kind in (USAGE, CLOSE_OUT):
+    async def _call(self, kind: TaskKind, id_: str, now: float) -> None:
+        if kind in (TaskKind.USAGE, TaskKind.CLOSE_OUT):
             await self._poll_usage(id_, now)
-        elif kind == BALANCE:
+        elif kind == TaskKind.CHANNEL_BALANCE:
             ch = self.store.channels[id_]
             balance = await self.api.channel_balance(ch.client_id, ch.id)
             if balance is not None:  # None: an answer without an amount (the client logs it)
                 self.store.put_channel_balance(ch.id, balance, now)
-        elif kind == CLIENT_BALANCE:
+        elif kind == TaskKind.CLIENT_BALANCE:
             if (client_balance := await self.api.client_balance(id_)) is not None:
                 self.store.put_client_balance(id_, client_balance, now)
-        elif kind == PARTNER_BALANCE:
+        elif kind == TaskKind.PARTNER_BALANCE:
             self.store.put_partner_balances(await self.api.partner_balance(), now)
 
     async def _poll_usage(self, channel_id: str, now: float) -> None:
@@ -548,23 +545,24 @@ class Poller:
 
     def _reschedule_after_success(self, key: TaskKey, started: float) -> None:
         kind, id_ = key
-        if kind in (USAGE, CLOSE_OUT):
+        if kind in (TaskKind.USAGE, TaskKind.CLOSE_OUT):
             plan = self.plans.get(id_)
             if plan is None or self._slotted(id_):
                 return
-            regular = self._due.get((USAGE, id_))
-            if kind == CLOSE_OUT and regular is not None:
-                self._schedule((USAGE, id_), regular + plan.usage_interval)  # it took its place
+            regular = self._due.get((TaskKind.USAGE, id_))
+            if kind == TaskKind.CLOSE_OUT and regular is not None:
+                # It took the regular poll's place.
+                self._schedule((TaskKind.USAGE, id_), regular + plan.usage_interval)
             else:
-                self._schedule((USAGE, id_), started + plan.usage_interval)
-        elif kind == BALANCE:
+                self._schedule((TaskKind.USAGE, id_), started + plan.usage_interval)
+        elif kind == TaskKind.CHANNEL_BALANCE:
             plan = self.plans.get(id_)
             if plan is not None and plan.balance_interval is not None:
                 self._schedule(key, started + plan.balance_interval)
-        elif kind == CLIENT_BALANCE:
+        elif kind == TaskKind.CLIENT_BALANCE:
             if id_ in self._clients:
                 self._schedule(key, started + self._client_interval(len(self._clients)))
-        elif kind == PARTNER_BALANCE and self.budgets.partner_balance is not None:
+        elif kind == TaskKind.PARTNER_BALANCE and self.budgets.partner_balance is not None:
             limit = self.budgets.partner_balance
             self._schedule(key, started + limit.window_seconds / limit.count
                            * (1 + self.settings.safety_margin))
@@ -572,9 +570,9 @@ class Poller:
     def _failed(self, key: TaskKey, exc: ApiError) -> None:
         kind, id_ = key
         self.metrics.api_errors.labels(exc.endpoint, exc.kind).inc()
-        if kind == CLOSE_OUT:
+        if kind == TaskKind.CLOSE_OUT:
             return  # the regular poll is still scheduled and will close the day
-        if kind == USAGE and self._slotted(id_):
+        if kind == TaskKind.USAGE and self._slotted(id_):
             return  # its next turn comes with its WABA's slots
         self._failures[key] += 1
         attempt = self._failures[key]
@@ -594,18 +592,19 @@ class Poller:
     def _task_interval(self, key: TaskKey) -> float:
         kind, id_ = key
         plan = self.plans.get(id_)
-        if kind == USAGE and plan is not None:
+        if kind == TaskKind.USAGE and plan is not None:
             return plan.usage_interval
-        if kind == BALANCE and plan is not None and plan.balance_interval is not None:
+        if (kind == TaskKind.CHANNEL_BALANCE and plan is not None
+                and plan.balance_interval is not None):
             return plan.balance_interval
-        if kind == DISCOVERY:
+        if kind == TaskKind.DISCOVERY:
             return self.settings.discovery_interval_seconds
         return self._client_interval(max(1, len(self._clients)))
 
     # -- discovery -------------------------------------------------------------------------------
 
     async def _discover(self) -> None:
-        key: TaskKey = (DISCOVERY, "")
+        key: TaskKey = (TaskKind.DISCOVERY, "")
         try:
             clients = await self._all_pages(self.api.clients_page)
             channels = await self._all_pages(self.api.channels_page)
@@ -633,7 +632,7 @@ class Poller:
         self, fetch: Callable[[int], Awaitable[models.Page[_T]]]
     ) -> list[_T]:
         """Every page of a listing, each page charged to the discovery budget."""
-        key: TaskKey = (DISCOVERY, "")
+        key: TaskKey = (TaskKind.DISCOVERY, "")
         scopes = self._charge(key)
         assert scopes is not None
         items: list[_T] = []
