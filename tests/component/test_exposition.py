@@ -6,12 +6,17 @@ import asyncio
 import base64
 import gzip
 import zlib
+from collections.abc import Awaitable, Coroutine
 from decimal import Decimal
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from exporter.clock import FakeClock
 from exporter.domain import Balance, CallTotal, Channel, MessageTotal, MonthUsage
@@ -26,11 +31,13 @@ from exporter.webhooks.collector import WebhookCollector
 from exporter.webhooks.state import ChannelLabel, WebhookState
 from tests.component.webhooks_kit import accept, status_body
 
+T = TypeVar("T")
 DEC = 1_764_547_200
 CH = Channel("ch_1", "cl_1", "wa_1", "1049", "+49151", "Support", "ready")
 
 
-def setup(tmp_path, ready=True):
+def setup(tmp_path: Path, ready: bool = True) -> tuple[
+        Store, CollectorRegistry, SelfMetrics, Exposition, Starlette]:
     store = Store(tmp_path / "s.sqlite3")
     store.set_discovery([], [CH])
     store.put_usage("ch_1", {DEC: MonthUsage(DEC, "USD", {
@@ -47,12 +54,12 @@ def setup(tmp_path, ready=True):
     return store, data, own, exposition, metrics_app(exposition, lambda: ready, "test")
 
 
-async def get(app, path="/metrics", **headers):
+async def get(app: ASGIApp, path: str = "/metrics", **headers: str) -> httpx.Response:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
         return await c.get(path, headers=headers)
 
 
-async def test_plain_body_equals_prometheus_client_rendering(tmp_path):
+async def test_plain_body_equals_prometheus_client_rendering(tmp_path: Path) -> None:
     """The per-channel rendering is exactly what generate_latest renders for the same data,
     before and after a channel changes, and in OpenMetrics too."""
     store, data, own, _, app = setup(tmp_path)
@@ -68,7 +75,7 @@ async def test_plain_body_equals_prometheus_client_rendering(tmp_path):
     assert r.content == om_latest(data).removesuffix(b"# EOF\n") + om_latest(own.registry)
 
 
-async def test_gzip_is_one_stream_any_reader_can_decode(tmp_path):
+async def test_gzip_is_one_stream_any_reader_can_decode(tmp_path: Path) -> None:
     """gzip bodies decode whole with a single-member reader, equal to the plain body."""
     _, _, _, exposition, app = setup(tmp_path)
     r = await get(app, **{"Accept-Encoding": "gzip"})
@@ -82,14 +89,15 @@ async def test_gzip_is_one_stream_any_reader_can_decode(tmp_path):
     assert gzip.decompress(raw) == plain
 
 
-async def _raw(app) -> bytes:
+async def _raw(app: ASGIApp) -> bytes:
     transport = httpx.ASGITransport(app=app)
     request = httpx.Request("GET", "http://x/metrics", headers={"Accept-Encoding": "gzip"})
     response = await transport.handle_async_request(request)
+    assert isinstance(response.stream, httpx.AsyncByteStream)
     return b"".join([chunk async for chunk in response.stream])
 
 
-async def test_openmetrics_has_one_eof_at_the_end(tmp_path):
+async def test_openmetrics_has_one_eof_at_the_end(tmp_path: Path) -> None:
     """OpenMetrics is served on request and ends with exactly one '# EOF'."""
     _, _, _, _, app = setup(tmp_path)
     r = await get(app, Accept="application/openmetrics-text; version=1.0.0")
@@ -99,7 +107,7 @@ async def test_openmetrics_has_one_eof_at_the_end(tmp_path):
     assert "whatsapp_messages_total{" in r.text
 
 
-async def test_usage_part_is_rendered_only_when_data_changes(tmp_path):
+async def test_usage_part_is_rendered_only_when_data_changes(tmp_path: Path) -> None:
     """Scrapes reuse the rendered usage part until the store changes."""
     store, _, _, exposition, app = setup(tmp_path)
     for _ in range(3):
@@ -110,7 +118,7 @@ async def test_usage_part_is_rendered_only_when_data_changes(tmp_path):
     assert exposition.renders == 2
 
 
-async def test_unknown_categories_are_bucketed_not_minted(tmp_path):
+async def test_unknown_categories_are_bucketed_not_minted(tmp_path: Path) -> None:
     """A category outside Meta's known set is reported as 'other'."""
     _, _, _, _, app = setup(tmp_path)
     text = (await get(app)).text
@@ -118,7 +126,7 @@ async def test_unknown_categories_are_bucketed_not_minted(tmp_path):
     assert 'category="other"' in text
 
 
-async def test_readiness_follows_discovery(tmp_path):
+async def test_readiness_follows_discovery(tmp_path: Path) -> None:
     """/readyz is 503 until ready; /healthz is always 200."""
     *_, app = setup(tmp_path, ready=False)
     assert (await get(app, "/readyz")).status_code == 503
@@ -127,7 +135,7 @@ async def test_readiness_follows_discovery(tmp_path):
     assert (await get(app, "/readyz")).status_code == 200
 
 
-async def test_metrics_can_require_a_bearer_token_or_basic_auth(tmp_path):
+async def test_metrics_can_require_a_bearer_token_or_basic_auth(tmp_path: Path) -> None:
     """With credentials configured /metrics answers 401 without them; probes stay open."""
     _, _, _, exposition, _ = setup(tmp_path)
     refused = []
@@ -148,7 +156,7 @@ async def test_metrics_can_require_a_bearer_token_or_basic_auth(tmp_path):
     assert (await get(app, "/readyz")).status_code == 200
 
 
-async def test_each_format_is_rendered_only_when_asked_for(tmp_path):
+async def test_each_format_is_rendered_only_when_asked_for(tmp_path: Path) -> None:
     """Plain scrapes never render OpenMetrics; the first OpenMetrics scrape renders it once."""
     _, _, _, exposition, app = setup(tmp_path)
     await get(app, **{"Accept-Encoding": "identity"})
@@ -159,7 +167,8 @@ async def test_each_format_is_rendered_only_when_asked_for(tmp_path):
     assert exposition.renders == 2
 
 
-def fleet_setup(tmp_path, n=100):
+def fleet_setup(tmp_path: Path, n: int = 100,
+                ) -> tuple[Store, FakeClock, CollectorRegistry, Exposition]:
     """`n` channels over several blocks, each with usage and a balance."""
     store = Store(tmp_path / "f.sqlite3")
     channels = [Channel(f"ch_{i:03d}", "cl_1", f"wa_{i % 7}", "1049", f"+49151{i}",
@@ -178,7 +187,7 @@ def fleet_setup(tmp_path, n=100):
     return store, clock, oracle, exposition
 
 
-def check_against_oracle(exposition, oracle):
+def check_against_oracle(exposition: Exposition, oracle: CollectorRegistry) -> None:
     plain, _ = exposition.body(openmetrics=False, compress=False)
     assert plain == generate_latest(oracle)
     gz, _ = exposition.body(openmetrics=False, compress=True)
@@ -190,7 +199,7 @@ def check_against_oracle(exposition, oracle):
     assert om == om_latest(oracle)  # the own registry is empty: its part is "# EOF"
 
 
-def test_a_change_re_renders_one_block(tmp_path):
+def test_a_change_re_renders_one_block(tmp_path: Path) -> None:
     """Across several blocks, a written channel re-renders its block only, and every format
     (gzip built from blocks deflated apart) still equals the oracle."""
     store, _, oracle, exposition = fleet_setup(tmp_path)
@@ -210,8 +219,8 @@ def test_a_change_re_renders_one_block(tmp_path):
                                                                 joined + 2)
 
 
-def test_new_channels_a_new_month_and_a_lost_journal_render_everything_anew(tmp_path,
-                                                                            monkeypatch):
+def test_new_channels_a_new_month_and_a_lost_journal_render_everything_anew(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """New and renamed channels from discovery, the month moving on, and a reader left
     behind by more writes than the journal keeps all end up in the body as the oracle has it."""
     store, clock, oracle, exposition = fleet_setup(tmp_path)
@@ -232,7 +241,7 @@ def test_new_channels_a_new_month_and_a_lost_journal_render_everything_anew(tmp_
     check_against_oracle(exposition, oracle)
 
 
-async def test_the_reporting_month_switching_renders_anew_with_no_write(tmp_path):
+async def test_the_reporting_month_switching_renders_anew_with_no_write(tmp_path: Path) -> None:
     """When the reporting month moves on, the next scrape renders the new month's view though
     nothing was written, and later scrapes in that month reuse it."""
     store, clock, oracle, exposition = fleet_setup(tmp_path, n=40)
@@ -256,7 +265,7 @@ async def test_the_reporting_month_switching_renders_anew_with_no_write(tmp_path
     assert exposition.renders == renders
 
 
-def test_webhook_counters_render_per_channel_as_prometheus_client_would(tmp_path):
+def test_webhook_counters_render_per_channel_as_prometheus_client_would(tmp_path: Path) -> None:
     """The webhook part, kept in blocks per (waba_id, channel_id), equals prometheus-client's
     rendering of the same counters as deliveries are counted, new channels included."""
     numbers = {f"49151000{i:04d}": ChannelLabel(f"wa_{i % 3}", f"ch_{i:03d}") for i in range(90)}
@@ -286,7 +295,9 @@ def test_webhook_counters_render_per_channel_as_prometheus_client_would(tmp_path
     assert renderer.joined_blocks == joined + 1
 
 
-def test_the_background_refresh_follows_the_scrape_interval(tmp_path, monkeypatch):
+def test_the_background_refresh_follows_the_scrape_interval(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            ) -> None:
     """Every second until two scrapes show their interval; then a third of it, never under a
     second."""
     _, _, _, exposition = fleet_setup(tmp_path, n=3)
@@ -301,7 +312,7 @@ def test_the_background_refresh_follows_the_scrape_interval(tmp_path, monkeypatc
     assert exposition.refresh_interval() == 1.0  # 0.5 s apart: the floor
 
 
-def test_channel_lines_equal_prometheus_client_for_awkward_values(tmp_path):
+def test_channel_lines_equal_prometheus_client_for_awkward_values(tmp_path: Path) -> None:
     """The fast per-channel text (label names fixed, values escaped once per channel) is what
     prometheus-client writes for the same samples: quotes, backslashes and newlines in every
     free-text label, last month's series restarting at zero, unknown categories summed into
@@ -336,7 +347,7 @@ def test_channel_lines_equal_prometheus_client_for_awkward_values(tmp_path):
         assert f"\n{family.sample_name}{{" in text
 
 
-def test_gzip_only_keeps_no_text_and_a_later_plain_scrape_is_right(tmp_path):
+def test_gzip_only_keeps_no_text_and_a_later_plain_scrape_is_right(tmp_path: Path) -> None:
     """While only gzip is asked for, blocks keep their deflated form alone; a block re-rendered
     meanwhile, and a plain scrape afterwards (inflated back), still equal the oracle."""
     store, _, oracle, exposition = fleet_setup(tmp_path)
@@ -356,7 +367,7 @@ def test_gzip_only_keeps_no_text_and_a_later_plain_scrape_is_right(tmp_path):
     assert all(piece._data is not None for block in renderer._blocks for piece in block.pieces)
 
 
-def test_a_block_keeps_its_place_when_discovery_changes_nothing(tmp_path):
+def test_a_block_keeps_its_place_when_discovery_changes_nothing(tmp_path: Path) -> None:
     """Discovery repeating the same fleet moves the layout but re-renders no block."""
     store, _, oracle, exposition = fleet_setup(tmp_path)
     check_against_oracle(exposition, oracle)
@@ -367,7 +378,7 @@ def test_a_block_keeps_its_place_when_discovery_changes_nothing(tmp_path):
     assert renderer.joined_blocks == joined
 
 
-async def turns_while(work) -> tuple[object, int]:
+async def turns_while(work: Awaitable[T]) -> tuple[T, int]:
     """Run `work` and count the event loop's turns until it is done."""
     turns = 0
     done = asyncio.Event()
@@ -386,7 +397,9 @@ async def turns_while(work) -> tuple[object, int]:
         await counting
 
 
-async def test_a_scrape_renders_in_slices_that_let_the_loop_run(tmp_path, monkeypatch):
+async def test_a_scrape_renders_in_slices_that_let_the_loop_run(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                ) -> None:
     """A scrape and a background refresh that find many blocks to render give the event loop
     a turn between slices (webhooks are committed in between), with the same body."""
     monkeypatch.setattr(exposition_module, "SLICE_SECONDS", 0.0)  # a turn after every block
@@ -408,14 +421,15 @@ async def test_a_scrape_renders_in_slices_that_let_the_loop_run(tmp_path, monkey
     check_against_oracle(exposition, oracle)
 
 
-async def test_a_render_cut_short_leaves_nothing_stale(tmp_path, monkeypatch):
+async def test_a_render_cut_short_leaves_nothing_stale(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A sliced update cancelled part-way (a scrape whose client went away, a shutdown) hands
     the blocks it did not reach to the next update, whether it was re-rendering changed blocks
     or laying the part out anew."""
     monkeypatch.setattr(exposition_module, "SLICE_SECONDS", 0.0)
     store, _, oracle, exposition = fleet_setup(tmp_path, n=200)
 
-    async def cut_short(work) -> None:
+    async def cut_short(work: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(work)
         for _ in range(3):
             await asyncio.sleep(0)

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from exporter.labels import CATEGORIES, DIRECTIONS, OTHER, PRICING_TYPES
 from exporter.webhooks.state import CALL_STATUSES, STATUSES
@@ -147,7 +148,7 @@ def test_bounds_after_the_soak(receiver):
     inside its bounds, and its memory stayed flat after the first tenth of the cases."""
     _, stats, sink = receiver
     deadline = time.monotonic() + 60
-    families: dict[str, list] = {}
+    families: dict[str, list[Sample]] = {}
     while time.monotonic() < deadline:
         text = httpx.get(stats["metrics"]).text
         families = {f.name: f.samples for f in text_string_to_metric_families(text)}

@@ -161,7 +161,10 @@ async def test_shards_split_the_fleet_and_the_partner_budgets(tmp_path):
                        for r in rig.sim.requests if "/info/usage" in r.path})
         partner = [r for r in rig.sim.requests if r.path.endswith(f"{fleet.partner_id}/balance")]
         assert bool(partner) == (index == 0)
-        assert rig.exporter.poller.budgets.client_balance.count == 2  # 5 split over 2 shards
+        poller = rig.exporter.poller
+        assert poller is not None
+        assert poller.budgets.client_balance is not None
+        assert poller.budgets.client_balance.count == 2  # 5 split over 2 shards
     assert not polled[0] & polled[1]
     assert polled[0] | polled[1] == {ch.id for ch in fleet.channels()}
 

@@ -21,7 +21,9 @@ STEP = 10.0
 
 
 def emitter_for(rig: Rig, start: float) -> tuple[WebhookEmitter, httpx.AsyncClient]:
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=rig.exporter.webhook_app))
+    app = rig.exporter.webhook_app
+    assert app is not None
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
     return WebhookEmitter(rig.fleet, rig.clock.now, "http://wh/webhook", client,
                           hmac_secret=HMAC, interval=STEP, start=start), client
 
@@ -34,20 +36,24 @@ async def test_webhook_estimate_matches_the_polled_truth(tmp_path):
     rig = Rig(fleet, SimulatedApi(fleet, clock.now), clock, tmp_path / "s.db",
               webhook_hmac_secret=SecretStr(HMAC), webhook_rate_card=EXAMPLE_RATE_CARD)
     emitter, client = emitter_for(rig, START)
-    t = START
+    t = float(START)
     while t < START + 2 * 3600:
         t += STEP
         clock.set(t)
         await emitter.tick()
         assert emitter.failed == 0
         await rig.run_until(t)
-        rig.exporter.reconciler.observe()
+        reconciler, webhooks = rig.exporter.reconciler, rig.exporter.webhooks
+        assert reconciler is not None
+        assert webhooks is not None
+        reconciler.observe()
         if t == START + 3600:
-            baselines = dict(rig.exporter.webhooks.baselines)
+            baselines = dict(webhooks.baselines)
             await client.aclose()
             await rig.restart()
             covered = emitter.covered_until
             emitter, client = emitter_for(rig, covered)
+            assert rig.exporter.webhooks is not None
             assert rig.exporter.webhooks.baselines == baselines
     samples = await rig.samples()
     ratios = samples["whatsapp_webhook_reconciliation_ratio"]
@@ -59,7 +65,9 @@ async def test_webhook_estimate_matches_the_polled_truth(tmp_path):
     checked = 0
     for labels, value in ratios.items():
         d = dict(labels)
-        assert d["waba_id"] == fleet.channel(d["channel_id"]).waba_external_id
+        channel = fleet.channel(d["channel_id"])
+        assert channel is not None
+        assert d["waba_id"] == channel.waba_external_id
         if d["category"] in {"marketing", "service", "utility"}:
             assert abs(value - 1) < 0.05, (d, value)
             checked += 1
