@@ -27,25 +27,34 @@ from exporter.config import Settings
 from exporter.domain import Channel, MonthUsage, never_lower
 from exporter.metrics.selfmetrics import SelfMetrics
 from exporter.polling import ledger as budget
+from exporter.polling.activity import Activity, activity_volume
+from exporter.polling.backoff import (
+    MIN_BACKOFF_SECONDS,
+    retries_on_its_own,
+    retry_delay,
+    task_interval,
+)
+from exporter.polling.charging import close_out_room, scopes_for
 from exporter.polling.ledger import Ledger, Scope
 from exporter.polling.schedule import (
     ChannelPlan,
     PlanParams,
     WabaSlots,
+    client_balance_interval,
     close_out_time,
     initial_phase,
+    partner_balance_interval,
     plan_waba,
     slot_params,
     waba_bound,
 )
-from exporter.polling.sharding import Selection, ShardBudgets, budget_owners, stable_shard
+from exporter.polling.sharding import Selection, ShardBudgets, owned_clients
 from exporter.polling.store import Store
 from exporter.polling.tasks import TaskKey, TaskKind
 
 log = structlog.get_logger("exporter.poller")
 _T = TypeVar("_T")
 
-MIN_BACKOFF_SECONDS = 15.0
 MAX_IDLE_SLEEP_SECONDS = 60.0
 PRUNE_EVERY_SECONDS = 600.0
 
@@ -88,9 +97,7 @@ class Poller:
         # Fleet shape for this replica, derived from the store's discovery.
         self.plans: dict[str, ChannelPlan] = {}
         self._wabas: dict[str, list[str]] = {}
-        self._idle: set[str] = set()
-        self._unchanged: dict[str, int] = defaultdict(int)
-        self._last_volume: dict[str, int] = {}
+        self._activity = Activity(settings.idle_after_polls)
         # WABAs whose own budget binds poll on a slot grid instead of per-channel timers (which
         # drift together and burst): one call per slot, given to a channel by stride scheduling.
         self._slots: dict[str, WabaSlots] = {}
@@ -112,14 +119,10 @@ class Poller:
 
     def _restore_activity(self) -> None:
         """Plans survive restarts like budgets do: idle channels stay idle until they move."""
-        self._idle = set(json.loads(self.store.get_meta("idle_channels") or "[]"))
         month = reporting_month(self.clock.now(), self.settings.month_grace_seconds)
-        for ch_id, usage in self.store.usage.items():
-            current = usage.months.get(month)
-            if current is not None:
-                self._last_volume[ch_id] = _activity_volume(current)
-                if ch_id in self._idle:
-                    self._unchanged[ch_id] = self.settings.idle_after_polls
+        volumes = {ch_id: activity_volume(current) for ch_id, usage in self.store.usage.items()
+                   if (current := usage.months.get(month)) is not None}
+        self._activity.restore(json.loads(self.store.get_meta("idle_channels") or "[]"), volumes)
 
     # -- schedule bookkeeping --------------------------------------------------------------------
 
@@ -156,11 +159,11 @@ class Poller:
         self._wabas = dict(wabas)
         self.plans = {}
         for ids in self._wabas.values():
-            self.plans.update(plan_waba(ids, self._idle, self._params))
+            self.plans.update(plan_waba(ids, self._activity.idle, self._params))
         for gone in known - set(self.plans):
             for kind in (TaskKind.USAGE, TaskKind.CHANNEL_BALANCE, TaskKind.CLOSE_OUT):
                 self._unschedule((kind, gone))
-            self._idle.discard(gone)
+            self._activity.drop(gone)
         for waba in set(self._slots) - set(self._wabas):
             del self._slots[waba]
             self._unschedule((TaskKind.SLOT, waba))
@@ -200,19 +203,12 @@ class Poller:
         self.metrics.discovered.labels("wabas").set(len(self._wabas))
 
     def _plan_clients(self, now: float) -> None:
-        limit = self.budgets.client_balance
         all_selected = [c for c in self.store.channels.values() if self.selection.wanted(c)]
-        client_ids = sorted({c.client_id for c in all_selected})
-        if limit is None:
-            owned: list[str] = []
-        elif self.settings.client_balance_scope == "client":
-            owned = [c for c in client_ids
-                     if stable_shard(c, self.settings.shard_count) == self.settings.shard_index]
-        else:
-            owners = budget_owners(self.settings.limit_client_balance,
-                                          self.settings.shard_count)
-            owned = [c for c in client_ids
-                     if stable_shard(c, owners) == self.settings.shard_index]
+        owned = owned_clients(
+            sorted({c.client_id for c in all_selected}), self.budgets.client_balance,
+            self.settings.limit_client_balance,
+            per_client=self.settings.client_balance_scope == "client",
+            shard_count=self.settings.shard_count, shard_index=self.settings.shard_index)
         for gone in set(self._clients) - set(owned):
             self._unschedule((TaskKind.CLIENT_BALANCE, gone))
         interval = self._client_interval(len(owned))
@@ -227,13 +223,11 @@ class Poller:
         self.metrics.discovered.labels("clients").set(len(owned))
 
     def _client_interval(self, n_clients: int) -> float:
-        limit = self.budgets.client_balance
-        if limit is None or n_clients == 0:
-            return self.settings.client_balance_interval_seconds
-        per_key = limit.window_seconds / limit.count
-        shared = n_clients if self.settings.client_balance_scope == "partner" else 1
-        return max(self.settings.client_balance_interval_seconds,
-                   per_key * shared * (1 + self.settings.safety_margin))
+        return client_balance_interval(
+            self.budgets.client_balance, n_clients,
+            floor=self.settings.client_balance_interval_seconds,
+            shared=self.settings.client_balance_scope == "partner",
+            margin=self.settings.safety_margin)
 
     def _usage_scheduled(self, channel_id: str) -> bool:
         key: TaskKey = (TaskKind.USAGE, channel_id)
@@ -247,7 +241,7 @@ class Poller:
             slots = self._slots[waba] = WabaSlots(params, self.settings.idle_weight)
         slots.params = params
         fetched = {ch: u.fetched_at for ch in ids if (u := self.store.usage.get(ch))}
-        slots.set_channels(ids, self._idle, fetched)
+        slots.set_channels(ids, self._activity.idle, fetched)
         for ch_id in ids:
             # It had its own timer while the WABA was small.
             self._unschedule((TaskKind.USAGE, ch_id))
@@ -315,39 +309,30 @@ class Poller:
     def _replan_waba(self, waba: str) -> None:
         # New intervals apply from each channel's next poll on: pulling polls forward here
         # would burst into a WABA budget that is already nearly all planned.
-        self.plans.update(plan_waba(self._wabas.get(waba, []), self._idle, self._params))
+        self.plans.update(
+            plan_waba(self._wabas.get(waba, []), self._activity.idle, self._params))
 
     # -- charges ---------------------------------------------------------------------------------
 
     def _charge(self, key: TaskKey) -> tuple[Scope, ...] | None:
         kind, id_ = key
-        if kind in (TaskKind.USAGE, TaskKind.CHANNEL_BALANCE, TaskKind.CLOSE_OUT):
-            ch = self.store.channels.get(id_)
-            if ch is None or id_ not in self.plans:
-                return None
-            usage_scopes: tuple[Scope, ...] = (
-                (budget.USAGE_CHANNEL, id_), (budget.USAGE_WABA, ch.waba_id or ch.id))
-            if kind in (TaskKind.USAGE, TaskKind.CLOSE_OUT):
-                return usage_scopes
-            own: tuple[Scope, ...] = ((budget.CHANNEL_BALANCE, id_),)
-            return own + usage_scopes if self.settings.channel_balance_shares_usage_budget else own
-        if kind == TaskKind.CLIENT_BALANCE:
-            scope_key = id_ if self.settings.client_balance_scope == "client" else "partner"
-            return ((budget.CLIENT_BALANCE, scope_key),)
-        if kind == TaskKind.PARTNER_BALANCE:
-            return ((budget.PARTNER_BALANCE, "partner"),)
-        return ((budget.DISCOVERY, "partner"),)
+        return scopes_for(
+            kind, id_, waba=self._planned_waba(id_),
+            balance_shares_usage=self.settings.channel_balance_shares_usage_budget,
+            client_balance_per_client=self.settings.client_balance_scope == "client")
+
+    def _planned_waba(self, channel_id: str) -> str | None:
+        """The channel's WABA key, if the channel is known and planned here."""
+        ch = self.store.channels.get(channel_id)
+        if ch is None or channel_id not in self.plans:
+            return None
+        return ch.waba_id or ch.id
 
     def _close_out_room(self, scopes: Sequence[Scope], now: float) -> bool:
-        """Room to bring a channel's next poll forward to now. Until that poll was due, every
-        window ending in between holds one call more than planned, and a channel balance call
-        sharing the budget may still enter it: so one call's room is kept for that."""
-        now_ms = to_ms(now)
-        channel = scopes[0]
-        reserve = 1 if (self.settings.channel_balance_shares_usage_budget
-                        and self.budgets.channel_balance is not None) else 0
-        return (self.ledger.allows(scopes, now_ms) and self.ledger.used(channel, now_ms) + 1
-                + reserve <= self.ledger.limit(channel[0]).count)
+        return close_out_room(
+            self.ledger, scopes, to_ms(now),
+            balance_shares_usage=self.settings.channel_balance_shares_usage_budget,
+            polls_channel_balances=self.budgets.channel_balance is not None)
 
     def _try_charge(self, key: TaskKey, scopes: Sequence[Scope]) -> bool:
         """Record the call in the ledger and on disk if every budget has room; else defer it."""
@@ -524,24 +509,15 @@ class Poller:
         self._track_activity(ch, months[first])
 
     def _track_activity(self, ch: Channel, usage: MonthUsage) -> None:
-        volume = _activity_volume(usage)
-        if self._last_volume.get(ch.id) == volume:
-            self._unchanged[ch.id] += 1
-        else:
-            self._unchanged[ch.id] = 0
-        self._last_volume[ch.id] = volume
-        idle = self._unchanged[ch.id] >= self.settings.idle_after_polls
-        if idle != (ch.id in self._idle):
-            if idle:
-                self._idle.add(ch.id)
-            else:
-                self._idle.discard(ch.id)
-            self._replan_waba(ch.waba_id or ch.id)
-            slots = self._slots.get(ch.waba_id or ch.id)
-            if slots is not None:
-                slots.set_idle(ch.id, idle)
-            self.store.set_meta("idle_channels", json.dumps(sorted(self._idle)))
-            log.debug("channel_activity_changed", channel_id=ch.id, idle=idle)
+        if not self._activity.observe(ch.id, activity_volume(usage)):
+            return
+        idle = ch.id in self._activity.idle
+        self._replan_waba(ch.waba_id or ch.id)
+        slots = self._slots.get(ch.waba_id or ch.id)
+        if slots is not None:
+            slots.set_idle(ch.id, idle)
+        self.store.set_meta("idle_channels", json.dumps(sorted(self._activity.idle)))
+        log.debug("channel_activity_changed", channel_id=ch.id, idle=idle)
 
     def _reschedule_after_success(self, key: TaskKey, started: float) -> None:
         kind, id_ = key
@@ -563,43 +539,33 @@ class Poller:
             if id_ in self._clients:
                 self._schedule(key, started + self._client_interval(len(self._clients)))
         elif kind == TaskKind.PARTNER_BALANCE and self.budgets.partner_balance is not None:
-            limit = self.budgets.partner_balance
-            self._schedule(key, started + limit.window_seconds / limit.count
-                           * (1 + self.settings.safety_margin))
+            self._schedule(key, started + partner_balance_interval(
+                self.budgets.partner_balance, self.settings.safety_margin))
 
     def _failed(self, key: TaskKey, exc: ApiError) -> None:
         kind, id_ = key
         self.metrics.api_errors.labels(exc.endpoint, exc.kind).inc()
-        if kind == TaskKind.CLOSE_OUT:
-            return  # the regular poll is still scheduled and will close the day
-        if kind == TaskKind.USAGE and self._slotted(id_):
-            return  # its next turn comes with its WABA's slots
+        if not retries_on_its_own(kind, slotted=self._slotted(id_)):
+            return
         self._failures[key] += 1
         attempt = self._failures[key]
-        interval = self._task_interval(key)
-        delay = min(interval, MIN_BACKOFF_SECONDS * 2 ** (attempt - 1))
+        retry_after = None
         if isinstance(exc, RateLimitError):
             self.metrics.rate_limited.labels(exc.endpoint).inc()
-            delay = max(delay, exc.retry_after or 0.0)
+            retry_after = exc.retry_after
             log.warning("api_rate_limited", task=kind, id=id_, retry_after=exc.retry_after,
                         note="a 429 means our plan was wrong; please report it")
-        if not exc.retryable:
-            delay = interval
+        delay = retry_delay(attempt, self._task_interval(key), retry_after=retry_after,
+                            retryable=exc.retryable)
         log.warning("api_call_failed", task=kind, id=id_, kind=exc.kind, error=str(exc),
                     attempt=attempt, retry_in_seconds=round(delay, 1))
         self._schedule(key, self.clock.now() + delay)
 
     def _task_interval(self, key: TaskKey) -> float:
         kind, id_ = key
-        plan = self.plans.get(id_)
-        if kind == TaskKind.USAGE and plan is not None:
-            return plan.usage_interval
-        if (kind == TaskKind.CHANNEL_BALANCE and plan is not None
-                and plan.balance_interval is not None):
-            return plan.balance_interval
-        if kind == TaskKind.DISCOVERY:
-            return self.settings.discovery_interval_seconds
-        return self._client_interval(max(1, len(self._clients)))
+        return task_interval(
+            kind, self.plans.get(id_), discovery=self.settings.discovery_interval_seconds,
+            otherwise=self._client_interval(max(1, len(self._clients))))
 
     # -- discovery -------------------------------------------------------------------------------
 
@@ -620,8 +586,7 @@ class Poller:
         self.store.set_meta("last_discovery", repr(now))
         self.discovered_once = True
         for ch_id in gone:
-            self._last_volume.pop(ch_id, None)
-            self._unchanged.pop(ch_id, None)
+            self._activity.forget(ch_id)
         self._apply_fleet(channels)
         self.metrics.last_discovery.set(now)
         log.info("discovery_done", clients=len(clients), channels=len(channels),
@@ -664,7 +629,7 @@ class Poller:
         return self._waba_labels.get(waba, waba)
 
     def idle_channels(self) -> set[str]:
-        return set(self._idle)
+        return set(self._activity.idle)
 
     def budget_use(self) -> list[tuple[str, str, float]]:
         """The fullest window of each budget scope: per WABA for usage calls, partner-wide for
@@ -684,10 +649,6 @@ class Poller:
 
     def wabas(self) -> dict[str, list[str]]:
         return self._wabas
-
-
-def _activity_volume(usage: MonthUsage) -> int:
-    return usage.total_volume + sum(c.count for c in usage.calls.values())
 
 
 class _Deferred(Exception):

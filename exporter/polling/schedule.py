@@ -85,6 +85,23 @@ def plan_waba(channel_ids: Sequence[str], idle: set[str], p: PlanParams) -> dict
     }
 
 
+def client_balance_interval(
+    limit: Limit | None, n_clients: int, *, floor: float, shared: bool, margin: float
+) -> float:
+    """Seconds between one client's balance calls: the configured interval, or longer when the
+    budget (this shard's share; `shared` when all its clients draw from it together) cannot
+    pay for that with the margin."""
+    if limit is None or n_clients == 0:
+        return floor
+    per_key = limit.window_seconds / limit.count
+    return max(floor, per_key * (n_clients if shared else 1) * (1 + margin))
+
+
+def partner_balance_interval(limit: Limit, margin: float) -> float:
+    """Seconds between partner balance calls: its whole budget, spread with the margin."""
+    return limit.window_seconds / limit.count * (1 + margin)
+
+
 def initial_phase(index: int, count: int, interval: float) -> float:
     """Offset of the index-th of `count` channels sharing a budget, spreading them evenly."""
     return interval * index / count if count else 0.0

@@ -104,6 +104,25 @@ class Selection:
             stable_shard(ch.waba_id or ch.id, self._s.shard_count) == self._s.shard_index)
 
 
+def owned_clients(
+    client_ids: Iterable[str],
+    share: Limit | None,
+    whole: Limit,
+    *,
+    per_client: bool,
+    shard_count: int,
+    shard_index: int,
+) -> list[str]:
+    """The clients whose balance this replica polls, in the order given. `share` is this
+    replica's client balance budget (None: it polls none), `whole` the configured one. A budget
+    per client goes whole to the shard its client hashes to; a partner-wide one is split over
+    the first shards (`budget_owners`), and its clients are spread over those."""
+    if share is None:
+        return []
+    owners = shard_count if per_client else budget_owners(whole, shard_count)
+    return [c for c in client_ids if stable_shard(c, owners) == shard_index]
+
+
 def budget_owners(limit: Limit, shard_count: int) -> int:
     """How many shards share a partner-wide budget: never more than it has calls per window."""
     return min(limit.count, shard_count)

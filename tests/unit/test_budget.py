@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from exporter.domain import Limit
 from exporter.polling.ledger import Ledger
-from exporter.polling.sharding import budget_owners, shard_limit
 
 
 def max_in_window(times: list[int], window_ms: int) -> int:
@@ -79,13 +78,3 @@ def test_prune_keeps_what_a_window_can_still_see():
     assert not ledger.allows([("k", "a")], 30_000)
     ledger.prune(200_000)
     assert ledger.scopes() == []
-
-
-@given(count=st.integers(1, 50), window=st.integers(1, 3600), shards=st.integers(1, 64))
-def test_shard_shares_never_add_up_to_more_than_the_whole(count, window, shards):
-    """Split budgets sum to at most the original count in the same window."""
-    limit = Limit(count, float(window))
-    shares = [shard_limit(limit, shards, i) for i in range(shards)]
-    assert all(s is None or s.window_seconds == limit.window_seconds for s in shares)
-    assert sum(s.count for s in shares if s is not None) <= count
-    assert sum(s is not None for s in shares) == budget_owners(limit, shards)

@@ -16,7 +16,9 @@ from exporter.polling.schedule import (
     PlanParams,
     SlotParams,
     WabaSlots,
+    client_balance_interval,
     close_out_time,
+    partner_balance_interval,
     plan_waba,
     slot_params,
     waba_bound,
@@ -161,3 +163,21 @@ def test_slot_grid_spends_the_waba_budget_with_the_margin():
     params = slot_params(PARAMS)
     assert 3600 / params.spacing == pytest.approx(200 / 1.02)
     assert params.min_gap == pytest.approx(408)  # 9 usage calls an hour and one balance call
+
+
+def test_client_balances_slow_down_only_when_their_budget_needs_it():
+    """Clients poll at the configured interval unless their budget cannot pay for it with the
+    margin; a partner-wide budget is shared by all clients, a per-client one is not."""
+    limit = Limit(5, 30)  # 6 s a call
+    assert client_balance_interval(limit, 10, floor=300, shared=True, margin=0.02) == 300
+    assert client_balance_interval(limit, 100, floor=300, shared=True,
+                                   margin=0.02) == pytest.approx(612)
+    assert client_balance_interval(limit, 100, floor=1, shared=False,
+                                   margin=0.02) == pytest.approx(6.12)
+    assert client_balance_interval(None, 100, floor=300, shared=True, margin=0.02) == 300
+    assert client_balance_interval(limit, 0, floor=300, shared=True, margin=0.02) == 300
+
+
+def test_the_partner_balance_spends_its_budget_with_the_margin():
+    """One partner balance call per 300 s budget window, stretched by the margin."""
+    assert partner_balance_interval(Limit(1, 300), 0.02) == pytest.approx(306)
