@@ -25,6 +25,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Prometheus exporter for WhatsApp Business usage and cost via 360dialog. "
         "With no Partner API credentials it runs in demo mode against a built-in simulator.",
     )
+    p.add_argument("command", nargs="?", choices=["probe"],
+                   help="probe: one call of each kind against the configured API, inside the "
+                   "budgets, and what the exporter understood of each answer")
+    p.add_argument("--channel-id", help="with probe: the channel to probe (default: the first "
+                   "listed)")
     p.add_argument("--config", dest="config_file", help="TOML config file (D360_CONFIG_FILE)")
     p.add_argument("--demo", action="store_true", default=None,
                    help="run against the built-in simulated 360dialog API (D360_DEMO)")
@@ -45,7 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {
-        k: v for k, v in vars(args).items() if k != "check_config" and v is not None
+        k: v for k, v in vars(args).items()
+        if k not in ("check_config", "command", "channel_id") and v is not None
     }
     settings = load_settings(**overrides)
     if not settings.has_credentials and not settings.webhooks_enabled and not settings.demo:
@@ -70,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
                                               settings.metrics_bearer_token,
                                               settings.metrics_basic_auth_password) if s]
     configure(settings.log_format, settings.log_level, secrets)
+    if args.command == "probe":
+        try:
+            return asyncio.run(_probe(settings, args.channel_id))
+        except (ConfigError, StateError, ValueError) as exc:
+            print(f"probe failed: {exc}", file=sys.stderr)
+            return 2
     from exporter.app import serve  # noqa: PLC0415 - keeps --check-config and --help fast
 
     try:
@@ -80,6 +92,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+async def _probe(settings: Settings, channel_id: str | None) -> int:
+    """Probe the configured API, or the demo's simulator when there are no credentials."""
+    from exporter.probe import as_text, run_probe  # noqa: PLC0415 - only this command needs it
+
+    demo = None
+    if settings.demo:
+        from exporter.demo import Demo  # noqa: PLC0415 - loads the simulator: demo only
+
+        settings, demo = await Demo.start(settings)
+    try:
+        result = await run_probe(settings, channel_id=channel_id)
+    finally:
+        if demo is not None:
+            await demo.stop()
+    print(as_text(result), end="")
+    return 1 if result.failed else 0
 
 
 if __name__ == "__main__":
