@@ -83,23 +83,31 @@ def never_lower(before: MonthUsage, after: MonthUsage) -> tuple[MonthUsage, int]
     The month totals are exposed as counters. When Meta revises a recent day downwards, a
     counter that went down would read as a reset, and rate() would show the whole month as a
     spike (a false spend alert). So within a month a total only grows; a lower figure is kept
-    at the old one until the month's counters restart."""
+    at the old one until the month's counters restart. The count of points without a cost is
+    such a total too (it is exposed as a counter), so a row's cost once unknown stays unknown
+    for the month."""
     raised = 0
     messages = dict(after.messages)
     for key, old in before.messages.items():
         new = messages.get(key, MessageTotal(0, Decimal(0)))
-        if new.volume < old.volume or new.cost < old.cost:
+        if (new.volume < old.volume or new.cost < old.cost
+                or new.points_without_cost < old.points_without_cost):
             raised += 1
-            messages[key] = MessageTotal(max(new.volume, old.volume), max(new.cost, old.cost))
+            messages[key] = MessageTotal(
+                max(new.volume, old.volume), max(new.cost, old.cost),
+                max(new.points_without_cost, old.points_without_cost))
     calls = dict(after.calls)
     for direction, old_call in before.calls.items():
         new_call = calls.get(direction, CallTotal(0, 0, Decimal(0)))
         if (new_call.count < old_call.count or new_call.duration_seconds < old_call.duration_seconds
-                or new_call.cost < old_call.cost):
+                or new_call.cost < old_call.cost
+                or new_call.points_without_cost < old_call.points_without_cost):
             raised += 1
-            calls[direction] = CallTotal(max(new_call.count, old_call.count),
-                                         max(new_call.duration_seconds, old_call.duration_seconds),
-                                         max(new_call.cost, old_call.cost))
+            calls[direction] = CallTotal(
+                max(new_call.count, old_call.count),
+                max(new_call.duration_seconds, old_call.duration_seconds),
+                max(new_call.cost, old_call.cost),
+                max(new_call.points_without_cost, old_call.points_without_cost))
     if not raised:
         return after, 0
     return MonthUsage(after.month_start, after.currency or before.currency, messages, calls), raised

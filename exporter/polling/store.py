@@ -246,14 +246,26 @@ class Store:
 
 
 def _dump_usage(u: MonthUsage) -> str:
+    # A row's count of points without a cost is written only when above zero, so rows written
+    # before it existed (four or five fields) read back the same as rows that had every cost.
     body: dict[str, Any] = {
         "currency": u.currency,
-        "messages": [[c, p, m.volume, str(m.cost)] for (c, p), m in sorted(u.messages.items())],
+        "messages": [[c, p, m.volume, str(m.cost), *_unknown(m.points_without_cost)]
+                     for (c, p), m in sorted(u.messages.items())],
         "calls": [
-            [d, c.count, c.duration_seconds, str(c.cost)] for d, c in sorted(u.calls.items())
+            [d, c.count, c.duration_seconds, str(c.cost), *_unknown(c.points_without_cost)]
+            for d, c in sorted(u.calls.items())
         ],
     }
     return json.dumps(body, separators=(",", ":"))
+
+
+def _unknown(points_without_cost: int) -> list[int]:
+    return [points_without_cost] if points_without_cost else []
+
+
+def _count(rest: list[Any]) -> int:
+    return int(rest[0]) if rest else 0
 
 
 def _load_usage(month: int, text: str, shared: dict[Any, Any] | None = None) -> MonthUsage:
@@ -265,8 +277,8 @@ def _load_usage(month: int, text: str, shared: dict[Any, Any] | None = None) -> 
     return MonthUsage(
         month,
         one.setdefault(body["currency"], body["currency"]),
-        {one.setdefault((c, p), (c, p)): MessageTotal(int(v), Decimal(cost))
-         for c, p, v, cost in body["messages"]},
-        {one.setdefault(d, d): CallTotal(int(n), int(s), Decimal(cost))
-         for d, n, s, cost in body["calls"]},
+        {one.setdefault((c, p), (c, p)): MessageTotal(int(v), Decimal(cost), _count(rest))
+         for c, p, v, cost, *rest in body["messages"]},
+        {one.setdefault(d, d): CallTotal(int(n), int(s), Decimal(cost), _count(rest))
+         for d, n, s, cost, *rest in body["calls"]},
     )

@@ -33,3 +33,16 @@ def test_lower_or_missing_totals_are_held_at_the_old_figure():
     assert held.messages == {("marketing", "regular"): MessageTotal(11, Decimal("1.0")),
                              ("utility", "regular"): MessageTotal(5, Decimal("0.2"))}
     assert held.calls == {"business_initiated": CallTotal(2, 50, Decimal("0.1"))}
+
+
+def test_points_without_cost_are_kept_and_held_like_the_other_totals():
+    """A held row keeps its count of points without a cost, and that count never falls within
+    the month either: the row's cost stays unknown rather than reading as complete."""
+    before = MonthUsage(M, "USD", {("marketing", "regular"): MessageTotal(10, Decimal("1.0"), 2)},
+                        {"business_initiated": CallTotal(2, 50, Decimal("0.1"), 1)})
+    lower = MonthUsage(M, "USD", {("marketing", "regular"): MessageTotal(9, Decimal("1.0"), 3)},
+                       {"business_initiated": CallTotal(2, 50, Decimal("0.1"), 0)})
+    held, raised = never_lower(before, lower)
+    assert raised == 2
+    assert held.messages == {("marketing", "regular"): MessageTotal(10, Decimal("1.0"), 3)}
+    assert held.calls == {"business_initiated": CallTotal(2, 50, Decimal("0.1"), 1)}

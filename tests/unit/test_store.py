@@ -81,3 +81,26 @@ def test_an_unusable_path_is_refused_with_the_setting_named(tmp_path):
     """A state path that is a directory stops start-up, naming D360_STATE_PATH."""
     with pytest.raises(StateError, match="D360_STATE_PATH"):
         Store(tmp_path)
+
+
+def test_points_without_cost_survive_a_restart_and_old_rows_still_load(tmp_path):
+    """A row's count of points without a cost loads back as written, and a row written before
+    that count existed loads with none."""
+    path = tmp_path / "state.sqlite3"
+    store = Store(path)
+    unknown = MonthUsage(DEC, "USD", {("marketing", "regular"): MessageTotal(7, Decimal(0), 7),
+                                      ("utility", "regular"): MessageTotal(2, Decimal("0.5"))},
+                         {"business_initiated": CallTotal(2, 61, Decimal("0.01"), 1)})
+    store.put_usage("ch_1", {DEC: unknown}, 1.0, keep_from=0)
+    store.put_usage("ch_2", {DEC: usage(3)}, 1.0, keep_from=0)
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE usage SET body=? WHERE channel_id='ch_2'", (
+        '{"currency":"USD","messages":[["marketing","regular",3,"1.25"]],'
+        '"calls":[["business_initiated",2,61,"0.0340"]]}',))
+    db.commit()
+    db.close()
+    again = Store(path)
+    assert again.usage["ch_1"].months[DEC] == unknown
+    assert again.usage["ch_1"].months[DEC].points_without_cost == 8
+    assert again.usage["ch_2"].months[DEC] == usage(3)
