@@ -33,6 +33,7 @@ from exporter.api.errors import (
 )
 from exporter.clock import Clock
 from exporter.domain import Balance, Channel, Client
+from exporter.retry import retry_after_seconds
 
 log = structlog.get_logger("exporter.api")
 _R = TypeVar("_R")
@@ -320,13 +321,7 @@ class PartnerApi:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date; rare enough that our own backoff is as good
+    return retry_after_seconds(response.headers.get("Retry-After"))
 
 
 def _error_detail(response: httpx.Response) -> str:

@@ -18,6 +18,7 @@ import httpx
 import structlog
 from prometheus_client import Counter, Histogram
 
+from exporter import retry
 from exporter.clock import Clock
 from exporter.serving import cancel_and_wait
 from exporter.webhooks.outbox import Outbox, Parcel
@@ -103,7 +104,9 @@ class Forwarder:
 
     def _delay(self, attempts: int, retry_after: float) -> float:
         low, high = self._backoff
-        backoff: float = min(high, low * 2.0 ** min(attempts, 30)) * (0.5 + self._jitter() / 2)
+        # `attempts` counts the failures before this one; the jitter spreads a recovering
+        # application's load.
+        backoff = retry.backoff(attempts + 1, low, high) * (0.5 + self._jitter() / 2)
         return min(high, max(backoff, retry_after))
 
     async def _send(self, parcel: Parcel) -> tuple[str, float]:
@@ -117,8 +120,7 @@ class Forwarder:
             return type(exc).__name__, 0.0
         if 200 <= response.status_code < 300:
             return "", 0.0
-        retry_after = str(response.headers.get("retry-after", ""))
-        seconds = float(retry_after) if retry_after.isdigit() else 0.0
+        seconds = retry.retry_after_seconds(response.headers.get("retry-after")) or 0.0
         return f"HTTP {response.status_code}", min(seconds, self._backoff[1])
 
 
