@@ -3,7 +3,7 @@
     .venv/bin/python bench/schedule.py [--channels 10000] [--wabas 1000] [--days 30]
 
 What runs: the exporter's own planning code with its default settings. WABAs whose own budget
-binds (over 20 channels) are driven slot by slot through `scheduler.WabaSlots`, the object the
+binds (over 20 channels) are driven slot by slot through `schedule.WabaSlots`, the object the
 poller asks at each slot, with channels going idle and busy as their traffic stops and starts
 (the poller's rule: idle after 3 polls with nothing new). Channels whose own budget binds poll
 at their planned interval from evenly spread phases with the daily close-out poll where the

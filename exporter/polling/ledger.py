@@ -1,4 +1,4 @@
-"""Sliding-window budgets: "may I call now, and if not, when?"
+"""Sliding-window budgets, the hard stop on every rate limit: "may I call now, and if not, when?"
 
 Each API call is charged to one or more *scopes* (a usage call to its channel and its WABA). A
 scope is `(kind, key)`; its kind names the `Limit`. Arithmetic is in integer milliseconds: in float

@@ -1,8 +1,12 @@
-"""The polling loop: ask the plan what is due, ask the ledger whether it may go, charge the ledger
-(on disk) before sending, call the API, and store what came back.
+"""The poller, the async shell of polling: it owns the task queue, the requests in flight and
+what they write to the store. Each due task asks the ledger whether it may go, is charged to
+it (on disk) before the request leaves, calls the API and stores what came back.
 
-Every task is one API request, except discovery, which charges each page separately. Failures are
-retried with backoff, still through the ledger; the store keeps serving the last good numbers.
+The decisions are elsewhere, pure: how often and when (schedule), what a call is charged to
+and whether a close-out fits (charging), which channels are idle (activity), when a failure
+is retried (backoff) and what this replica polls (sharding). Every task is one API request,
+except discovery, which charges each page separately. Failures are retried, still through the
+ledger; the store keeps serving the last good numbers.
 """
 
 from __future__ import annotations
@@ -352,8 +356,8 @@ class Poller:
     async def tick(self) -> float | None:
         """Start the tasks that are due, up to `max_concurrent_requests` in flight; return when
         the next one is due. The rest wait in the heap, most overdue first, until a request
-        ends: after a restart with a fleet overdue, one task per due call (10,000 and more)
-        only queued on the semaphore, at the cost of a long stall and their memory."""
+        ends: after a restart with a fleet overdue, one task per due call only queued on the
+        semaphore, at the cost of a long stall and their memory."""
         now = self.clock.now()
         self._check_calendar(now)
         while not self.saturated():

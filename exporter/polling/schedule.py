@@ -1,4 +1,6 @@
-"""Pure planning: how often each channel may be polled, and when.
+"""Pure planning: how often each call may be made, and when. Per WABA, the usage and channel
+balance intervals of its channels, or the slot grid of a WABA whose own budget binds; the
+client and partner balance intervals; start phases and the daily close-out times.
 
 The binding budget for a channel's usage calls is its own (10/h) unless its WABA's (200/h) is
 smaller in total, which happens above 20 channels. Within a WABA, idle channels (no new

@@ -1,8 +1,9 @@
 """Which replica polls what, and with which share of the partner-wide budgets.
 
-WABAs are spread over `D360_SHARD_COUNT` replicas by a stable hash; budgets that are shared by
-the whole partner (client balances, partner balance, discovery) are split between them, so the
-replicas together never exceed a limit. The allow and deny lists narrow what a replica polls.
+WABAs are spread over `D360_SHARD_COUNT` replicas by a stable hash, and so are the clients whose
+balance is polled; budgets that are shared by the whole partner (client balances, partner
+balance, discovery) are split between them, so the replicas together never exceed a limit. The
+allow and deny lists narrow what a replica polls.
 """
 
 from __future__ import annotations
