@@ -493,7 +493,9 @@ class Poller:
     async def _poll_usage(self, channel_id: str, now: float) -> None:
         ch = self.store.channels[channel_id]
         first = reporting_month(now, self.settings.month_grace_seconds)
-        report = await self.api.channel_usage(ch.client_id, ch.id, first, int(now))
+        report = await self.api.channel_usage(
+            ch.client_id, ch.id, first, int(now), may_retry=self._retry_charger(ch.id),
+            currency=self._known_currency(ch))
         months = models.aggregate_by_month(report, default_currency="")
         # Every month the request covered is authoritative, even when it came back empty.
         current = month_start(now)
@@ -511,6 +513,27 @@ class Poller:
                                 totals=raised)
         self.store.put_usage(ch.id, months, now, keep_from)
         self._track_activity(ch, months[first])
+
+    def _retry_charger(self, channel_id: str) -> Callable[[], bool]:
+        """Charges the client's second usage request (another granularity spelling) to the
+        scopes the first was charged to, if they have room now; on disk first, as `_try_charge`
+        does. Without room the fetch fails, and its retry goes through the ledger."""
+        def may_retry() -> bool:
+            scopes = self._charge((TaskKind.USAGE, channel_id))
+            now_ms = to_ms(self.clock.now())
+            if scopes is None or not self.ledger.allows(scopes, now_ms):
+                return False
+            self.store.record_call(scopes, now_ms)
+            self.ledger.record(scopes, now_ms)
+            return True
+        return may_retry
+
+    def _known_currency(self, ch: Channel) -> str:
+        """The channel's billing currency as the balances tell it, for a usage answer that
+        names none: the channel's own balance, else its client's."""
+        if (balance := self.store.channel_balances.get(ch.id)) is not None:
+            return balance.currency
+        return next((b.currency for b in self.store.client_balances.get(ch.client_id, [])), "")
 
     def _track_activity(self, ch: Channel, usage: MonthUsage) -> None:
         if not self._activity.observe(ch.id, activity_volume(usage)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import dataclasses
+from collections import Counter
 from collections.abc import Callable
 
 import httpx
@@ -12,7 +13,8 @@ import pytest
 
 from exporter.clock import FakeClock
 from exporter.logging import configure
-from exporter.simulator.app import SimulatedApi
+from exporter.polling.ledger import USAGE_CHANNEL
+from exporter.simulator.app import SimulatedApi, UsageShape
 from exporter.simulator.fleet import Fleet, build_fleet
 from exporter.testing import Rig
 
@@ -41,10 +43,11 @@ class FaultyRig(Rig):
     transport: FaultyTransport
 
 
-def make_rig(tmp_path, fleet: Fleet | None = None, **settings) -> FaultyRig:
+def make_rig(tmp_path, fleet: Fleet | None = None, usage_shape: UsageShape | None = None,
+             **settings) -> FaultyRig:
     clock = FakeClock(START)
     fleet = fleet or build_fleet(7, waba_sizes=(1, 3, 25), clients=2)
-    sim = SimulatedApi(fleet, clock.now, token_ttl=900)
+    sim = SimulatedApi(fleet, clock.now, token_ttl=900, usage_shape=usage_shape)
     return FaultyRig(fleet, sim, clock, tmp_path / "state.sqlite3",
                      transport=FaultyTransport(sim.app), **settings)
 
@@ -284,3 +287,44 @@ async def test_an_overdue_fleet_starts_no_more_requests_than_may_run_at_once(tmp
     updated = (await rig.samples())["whatsapp_usage_updated_timestamp_seconds"]
     assert len(updated) == len(rig.fleet.channels()) == 41
     assert min(updated.values()) >= back
+
+
+async def test_a_refused_granularity_spelling_is_retried_on_the_budget(tmp_path):
+    """Against an API that takes only lower-case granularity spellings, the exporter settles
+    on the lower-case one, every usage request it made (the second spellings too) is in its
+    ledger, and the API never had to refuse one for its rate limit."""
+    rig = make_rig(tmp_path, usage_shape=UsageShape(legacy=True), max_concurrent_requests=4)
+    await rig.run_until(START + 1800)
+    assert rig.exporter.api is not None
+    assert rig.exporter.api.granularity == "daily"
+    usage = [r for r in rig.sim.requests if r.path.endswith("/info/usage")]
+    assert any(r.status == 400 for r in usage)
+    # A channel balance call is charged to the channel's usage budget too (the default).
+    sent = Counter(r.path.split("/")[-3] for r in rig.sim.requests if "/channels/" in r.path)
+    charged = Counter(key for kind, key, _ in rig.exporter.store.ledger_rows()
+                      if kind == USAGE_CHANNEL)
+    assert sent == charged
+    assert rig.sim.rate_limited == 0
+    assert len(series(await rig.samples(), "whatsapp_messages_total")) > 0
+
+
+async def test_after_a_restart_the_first_poll_takes_the_currency_from_the_stored_balances(
+        tmp_path):
+    """Meta's usage answer names no currency: after a restart, before any balance is read
+    again, the first poll of each channel still prices its cost in the currency of the stored
+    channel (or client) balance."""
+    rig = make_rig(tmp_path)
+    await rig.run_until(START + 3 * 3600)
+    currencies = {c.currency for c in rig.fleet.clients}
+    assert all(currencies)
+    await rig.restart()
+    # No balance is read again: the currency can only come from the state file.
+    rig.transport.fault = lambda r: (httpx.Response(503) if "balance" in r.url.path else None)
+    restarted = rig.clock.now()
+    await rig.run_until(restarted + 1200)
+    assert rig.transport.faults_sent > 0
+    updated = (await rig.samples())["whatsapp_usage_updated_timestamp_seconds"]
+    assert min(updated.values()) >= restarted  # every channel polled since the restart
+    costs = (await rig.samples())["whatsapp_cost_total"]
+    assert costs
+    assert {dict(k)["currency"] for k in costs} <= currencies
