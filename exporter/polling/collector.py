@@ -43,6 +43,9 @@ CHANNEL_FAMILIES = (
            "billing month."),
     Family("whatsapp_call_cost", "counter", "Voice call cost in the current billing month, in "
            "currency units."),
+    Family("whatsapp_usage_points_without_cost", "counter", "Usage data points in the current "
+           "billing month that came without a cost; while above zero, the cost series of their "
+           "rows are not exposed."),
     Family("whatsapp_usage_updated_timestamp_seconds", "gauge", "When the channel's usage was "
            "last fetched from the Partner API."),
     Family("whatsapp_channel", "info", "Discovered channels (phone numbers) and their "
@@ -66,8 +69,9 @@ PARTNER_BALANCE = Family("whatsapp_partner_balance", "gauge", "Partner balance p
 
 
 
-MessageRow = tuple[str, str, float, float]  # category, pricing_type, volume, cost
-CallRow = tuple[str, float, float, float]  # direction, count, seconds, cost
+# The cost is None where some of the row's points came without one: unknown, not zero.
+MessageRow = tuple[str, str, float, float | None]  # category, pricing_type, volume, cost
+CallRow = tuple[str, float, float, float | None]  # direction, count, seconds, cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,8 @@ class ChannelSeries:
     messages: list[MessageRow]
     calls: list[CallRow]
     balance: Balance | None
+    # Month-to-date points without a cost; None: no such series (no month had any).
+    points_without_cost: float | None = None
 
     def samples(self) -> tuple[Samples, ...]:
         """One list of samples per entry of CHANNEL_FAMILIES (the reference presentation)."""
@@ -92,7 +98,8 @@ class ChannelSeries:
         for c, p, volume, amount in self.messages:
             labels = base | {"category": c, "pricing_type": p}
             messages.append((labels, volume))
-            cost.append((labels | {"currency": self.currency}, amount))
+            if amount is not None:
+                cost.append((labels | {"currency": self.currency}, amount))
         calls: Samples = []
         duration: Samples = []
         call_cost: Samples = []
@@ -100,11 +107,14 @@ class ChannelSeries:
             labels = base | {"direction": d}
             calls.append((labels, count))
             duration.append((labels, seconds))
-            call_cost.append((labels | {"currency": self.currency}, amount))
+            if amount is not None:
+                call_cost.append((labels | {"currency": self.currency}, amount))
+        unknown: Samples = ([] if self.points_without_cost is None
+                            else [(base, self.points_without_cost)])
         updated: Samples = [] if self.fetched_at is None else [(base, self.fetched_at)]
         balances: Samples = [] if self.balance is None else [
             (base | {"currency": self.balance.currency}, float(self.balance.amount))]
-        return messages, cost, calls, duration, call_cost, updated, info, balances
+        return messages, cost, calls, duration, call_cost, unknown, updated, info, balances
 
     def lines(self) -> tuple[str, ...]:
         """The same samples as text, one string per family, byte for byte what `samples()`
@@ -120,7 +130,7 @@ class ChannelSeries:
             f"{go_float(volume)}\n" for c, p, volume, _ in self.messages])
         cost = "".join([
             f'whatsapp_cost_total{{category="{c}",{ids},{currency},pricing_type="{p}",{waba}}} '
-            f"{go_float(amount)}\n" for c, p, _, amount in self.messages])
+            f"{go_float(amount)}\n" for c, p, _, amount in self.messages if amount is not None])
         calls = "".join([
             f'whatsapp_calls_total{{{ids},direction="{d}",{waba}}} {go_float(count)}\n'
             for d, count, _, _ in self.calls])
@@ -129,7 +139,10 @@ class ChannelSeries:
             f"{go_float(seconds)}\n" for d, _, seconds, _ in self.calls])
         call_cost = "".join([
             f'whatsapp_call_cost_total{{{ids},{currency},direction="{d}",{waba}}} '
-            f"{go_float(amount)}\n" for d, _, _, amount in self.calls])
+            f"{go_float(amount)}\n" for d, _, _, amount in self.calls if amount is not None])
+        unknown = "" if self.points_without_cost is None else (
+            f"whatsapp_usage_points_without_cost_total{{{ids},{waba}}} "
+            f"{go_float(self.points_without_cost)}\n")
         updated = "" if self.fetched_at is None else (
             f"whatsapp_usage_updated_timestamp_seconds{{{ids},{waba}}} "
             f"{go_float(self.fetched_at)}\n")
@@ -139,7 +152,7 @@ class ChannelSeries:
         balance = "" if self.balance is None else (
             f'whatsapp_channel_balance{{{ids},currency="{escape(self.balance.currency)}",'
             f"{waba}}} {go_float(float(self.balance.amount))}\n")
-        return messages, cost, calls, duration, call_cost, updated, info, balance
+        return messages, cost, calls, duration, call_cost, unknown, updated, info, balance
 
 
 def channel_series(ch: Channel, usage: ChannelUsage | None, balance: Balance | None,
@@ -149,7 +162,14 @@ def channel_series(ch: Channel, usage: ChannelUsage | None, balance: Balance | N
     current = usage.months.get(month)
     before = [u for m, u in usage.months.items() if m < month]
     currency, messages, calls = _month_rows(current, before)
-    return ChannelSeries(ch, usage.fetched_at, currency, messages, calls, balance)
+    # Like the other month counters: once a month had points without a cost, the series is
+    # there, and restarts at zero the month after rather than vanishing.
+    unknown = None
+    if current is not None and current.points_without_cost:
+        unknown = float(current.points_without_cost)
+    elif any(u.points_without_cost for u in before):
+        unknown = 0.0
+    return ChannelSeries(ch, usage.fetched_at, currency, messages, calls, balance, unknown)
 
 
 def channel_samples(ch: Channel, usage: ChannelUsage | None, balance: Balance | None,
@@ -167,30 +187,33 @@ def _month_rows(current: MonthUsage | None, before: list[MonthUsage],
     # (`bounded` is written out inline: this runs for every channel at start-up.)
     currency = current.currency if current and current.currency else next(
         (u.currency for u in before if u.currency), "")
-    msg: dict[tuple[str, str], tuple[int, Decimal]] = {}
+    msg: dict[tuple[str, str], tuple[int, Decimal, int]] = {}
     # Series seen last month restart at zero rather than vanish, so rate() sees a clean reset.
     for u in before:
         for c, p in u.messages:
             msg.setdefault((c if c in CATEGORIES else OTHER, p if p in PRICING_TYPES else OTHER),
-                           (0, _ZERO))
+                           (0, _ZERO, 0))
     if current is not None:
         for (c, p), total in current.messages.items():
             key = (c if c in CATEGORIES else OTHER, p if p in PRICING_TYPES else OTHER)
-            volume, amount = msg.get(key, (0, _ZERO))
-            msg[key] = (volume + total.volume, amount + total.cost)
-    messages = [(c, p, float(volume), float(amount))
-                for (c, p), (volume, amount) in sorted(msg.items())]
-    call: dict[str, tuple[int, int, Decimal]] = {}
+            volume, amount, unknown = msg.get(key, (0, _ZERO, 0))
+            msg[key] = (volume + total.volume, amount + total.cost,
+                        unknown + total.points_without_cost)
+    # A row summed from points of which some lacked a cost has no known cost.
+    messages = [(c, p, float(volume), None if unknown else float(amount))
+                for (c, p), (volume, amount, unknown) in sorted(msg.items())]
+    call: dict[str, tuple[int, int, Decimal, int]] = {}
     for u in before:
         for d in u.calls:
-            call.setdefault(d if d in DIRECTIONS else OTHER, (0, 0, _ZERO))
+            call.setdefault(d if d in DIRECTIONS else OTHER, (0, 0, _ZERO, 0))
     if current is not None:
         for d, t in current.calls.items():
             direction = d if d in DIRECTIONS else OTHER
-            count, seconds, amount = call.get(direction, (0, 0, _ZERO))
-            call[direction] = (count + t.count, seconds + t.duration_seconds, amount + t.cost)
-    calls = [(d, float(count), float(seconds), float(amount))
-             for d, (count, seconds, amount) in sorted(call.items())]
+            count, seconds, amount, unknown = call.get(direction, (0, 0, _ZERO, 0))
+            call[direction] = (count + t.count, seconds + t.duration_seconds, amount + t.cost,
+                               unknown + t.points_without_cost)
+    calls = [(d, float(count), float(seconds), None if unknown else float(amount))
+             for d, (count, seconds, amount, unknown) in sorted(call.items())]
     return currency, messages, calls
 
 

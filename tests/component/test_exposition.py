@@ -316,7 +316,8 @@ def test_channel_lines_equal_prometheus_client_for_awkward_values(tmp_path: Path
     """The fast per-channel text (label names fixed, values escaped once per channel) is what
     prometheus-client writes for the same samples: quotes, backslashes and newlines in every
     free-text label, last month's series restarting at zero, unknown categories summed into
-    'other', values Go writes with exponents, a channel never polled, one without a balance."""
+    'other', values Go writes with exponents, a channel never polled, one without a balance,
+    rows whose points came partly without a cost (no cost sample) and their counter."""
     store = Store(tmp_path / "a.sqlite3")
     odd = 'a"b\\c\nd'
     channels = [Channel(f"ch_{odd}", f"cl_{odd}", "", f"wa_{odd}", f"+49{odd}", odd, odd),
@@ -329,11 +330,11 @@ def test_channel_lines_equal_prometheus_client_for_awkward_values(tmp_path: Path
         DEC: MonthUsage(DEC, f"US{odd}", {
             ("marketing", "regular"): MessageTotal(12_345_678, Decimal("9876543.21")),
             ("mystery_a", "regular"): MessageTotal(2, Decimal("0.5")),
-            ("mystery_b", "regular"): MessageTotal(3, Decimal("-0")),
+            ("mystery_b", "regular"): MessageTotal(3, Decimal("-0"), 3),
         }, {"business_initiated": CallTotal(3, 61, Decimal("0.07")),
-            "sideways": CallTotal(1, 2, Decimal("0"))})}, DEC + 0.25, keep_from=0)
+            "sideways": CallTotal(1, 2, Decimal("0"), 1)})}, DEC + 0.25, keep_from=0)
     store.put_usage("ch_b", {nov: MonthUsage(nov, "", {("utility", "regular"): MessageTotal(
-        1, Decimal(1))}, {"user_initiated": CallTotal(1, 1, Decimal(1))})}, DEC, keep_from=0)
+        1, Decimal(1), 1)}, {"user_initiated": CallTotal(1, 1, Decimal(1))})}, DEC, keep_from=0)
     store.put_channel_balance(channels[0].id, Balance(Decimal("-1e-7"), odd), DEC)
     store.put_channel_balance("ch_c", Balance(Decimal("1234567.5"), "USD"), DEC)
     usage = UsageCollector(store, FakeClock(DEC + 7200), 1800, lambda ch: True)
@@ -345,6 +346,45 @@ def test_channel_lines_equal_prometheus_client_for_awkward_values(tmp_path: Path
     text = exposition.body(openmetrics=False, compress=False)[0].decode()
     for family in CHANNEL_FAMILIES:  # every family took part
         assert f"\n{family.sample_name}{{" in text
+
+
+def test_a_cost_that_came_partly_missing_is_not_exposed_as_a_number(tmp_path: Path) -> None:
+    """A row whose points lacked a cost has no cost sample (its other series stay), the
+    month's points without a cost are counted per channel, and a channel whose only such
+    points were last month shows the counter restarted at zero; a channel with every cost has
+    no such series."""
+    store = Store(tmp_path / "u.sqlite3")
+    channels = [Channel(f"ch_{i}", "cl_1", "wa_1", "1049", f"+4915{i}", "n", "ready")
+                for i in range(3)]
+    store.set_discovery([], channels)
+    nov = DEC - 30 * 86_400
+    store.put_usage("ch_0", {DEC: MonthUsage(DEC, "USD", {
+        ("marketing", "regular"): MessageTotal(4, Decimal("0.2"), 1),
+        ("utility", "regular"): MessageTotal(2, Decimal("0.1"))},
+        {"business_initiated": CallTotal(1, 30, Decimal(0), 1),
+         "user_initiated": CallTotal(1, 9, Decimal("0.01"))})}, DEC, keep_from=0)
+    store.put_usage("ch_1", {nov: MonthUsage(nov, "USD", {
+        ("marketing", "regular"): MessageTotal(1, Decimal(0), 1)})}, DEC, keep_from=0)
+    store.put_usage("ch_2", {DEC: MonthUsage(DEC, "USD", {
+        ("marketing", "regular"): MessageTotal(1, Decimal("0.05"))})}, DEC, keep_from=0)
+    usage = UsageCollector(store, FakeClock(DEC + 7200), 1800, lambda ch: True)
+    oracle = CollectorRegistry(auto_describe=False)
+    oracle.register(usage)
+    exposition = Exposition(CollectorRegistry(auto_describe=False), CollectorRegistry(),
+                            [store], parts=[usage])
+    check_against_oracle(exposition, oracle)
+
+    def values(name: str, **labels: str) -> dict[str, float]:
+        return {s.labels["channel_id"]: s.value for m in oracle.collect() for s in m.samples
+                if s.name == name and labels.items() <= s.labels.items()}
+
+    assert values("whatsapp_messages_total", category="marketing") == {
+        "ch_0": 4.0, "ch_1": 0.0, "ch_2": 1.0}
+    assert values("whatsapp_cost_total", category="marketing") == {"ch_1": 0.0, "ch_2": 0.05}
+    assert values("whatsapp_cost_total", category="utility") == {"ch_0": 0.1}
+    assert values("whatsapp_calls_total", direction="business_initiated") == {"ch_0": 1.0}
+    assert values("whatsapp_call_cost_total") == {"ch_0": 0.01}
+    assert values("whatsapp_usage_points_without_cost_total") == {"ch_0": 2.0, "ch_1": 0.0}
 
 
 def test_gzip_only_keeps_no_text_and_a_later_plain_scrape_is_right(tmp_path: Path) -> None:
