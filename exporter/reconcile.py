@@ -52,12 +52,21 @@ class Pair:
 
 
 def polled_totals(usage: MonthUsage) -> Totals:
-    """Month totals per bounded category, free and paid pricing types together."""
+    """Month totals per bounded category, free and paid pricing types together.
+
+    A category with a row whose points lacked a cost gets no cost (0, which `ratios` does not
+    compare): what cost it has is part of the truth, and against the webhooks' full estimate
+    it would read as a rate card far off."""
     out: dict[str, tuple[float, float]] = {}
+    unknown: set[str] = set()
     for (category, _), total in usage.messages.items():
         c = bounded(category, CATEGORIES)
         messages, cost = out.get(c, (0.0, 0.0))
         out[c] = (messages + total.volume, cost + float(total.cost))
+        if total.points_without_cost:
+            unknown.add(c)
+    for c in unknown:
+        out[c] = (out[c][0], 0.0)
     return out
 
 

@@ -51,3 +51,19 @@ def test_after_a_baseline_both_sides_count_from_it():
     assert ratio[("marketing", "messages")] == pytest.approx((45 - 5) / (100 - 60))
     assert ratio[("marketing", "cost")] == pytest.approx((6.1425 - 0.6825) / (13.65 - 8.19))
     assert ("utility", "messages") not in ratio  # no polled growth since the baseline
+
+
+def test_a_category_with_points_lacking_a_cost_compares_messages_only():
+    """A polled row whose points partly lacked a cost leaves its category's cost unknown: the
+    messages still compare, the cost does not, and other categories are unaffected."""
+    usage = MonthUsage(USAGE.month_start, "USD", {
+        ("marketing", "regular"): MessageTotal(100, Decimal("10.0"), 20),
+        ("marketing", "free_customer_service"): MessageTotal(5, Decimal(0)),
+        ("utility", "regular"): MessageTotal(40, Decimal("2.20"))})
+    polled = polled_totals(usage)
+    assert polled == {"marketing": (105.0, 0.0), "utility": (40.0, 2.2)}
+    pair = Pair(1.0, usage.month_start, "USD", polled,
+                {"marketing": (105.0, 13.0), "utility": (40.0, 2.2)})
+    ratio = {(r.category, r.measure): r.value for r in ratios(CH, pair, {}, "USD")}
+    assert ratio == {("marketing", "messages"): 1.0, ("utility", "messages"): 1.0,
+                     ("utility", "cost"): pytest.approx(1.0)}
