@@ -63,9 +63,11 @@ class Prices(Protocol):
     @property
     def currency(self) -> str: ...
 
-    def message_price(self, recipient: str, category: str) -> Decimal | None: ...
+    def message_price(self, recipient: str, category: str, at: float | None = None, *,
+                      country: str = "") -> Decimal | None: ...
 
-    def call_price(self, callee: str, duration_seconds: int) -> Decimal | None: ...
+    def call_price(self, callee: str, duration_seconds: int, at: float | None = None, *,
+                   country: str = "") -> Decimal | None: ...
 
 
 def charge(event: StatusEvent) -> Pricing | None:
@@ -88,7 +90,10 @@ def count(event: Event, where: ChannelLabel, card: Prices | None, seen: Seen,
                                    bounded(p.pricing_type, PRICING_TYPES),
                                    "true" if p.billable else "false"), 1))
             if p.billable and card is not None:
-                price = card.message_price(event.recipient_id, p.category)
+                # By the card's period in force when the message was sent, not today's.
+                price = card.message_price(event.recipient_phone or event.recipient_id,
+                                           p.category, event.timestamp,
+                                           country=event.bsuid_country)
                 if price is None:
                     out.append((UNPRICED, (where.waba_id, where.channel_id, category), 1))
                 else:
@@ -103,7 +108,8 @@ def count(event: Event, where: ChannelLabel, card: Prices | None, seen: Seen,
                     event.duration_seconds))
         if card is not None and event.duration_seconds > 0:
             # Meta bills business-initiated calls only, by the callee's market.
-            price = (card.call_price(event.callee, event.duration_seconds)
+            price = (card.call_price(event.user_phone or event.callee, event.duration_seconds,
+                                     event.timestamp, country=event.bsuid_country)
                      if direction == "business_initiated" else Decimal(0))
             if price is not None:
                 out.append((CALL_COST, (where.waba_id, where.channel_id, direction,

@@ -54,10 +54,12 @@ class Card:
         self.call = call
         self.calls_priced: list[tuple[str, int]] = []
 
-    def message_price(self, recipient: str, category: str) -> Decimal | None:
+    def message_price(self, recipient: str, category: str, at: float | None = None, *,
+                      country: str = "") -> Decimal | None:
         return self.messages.get(category)
 
-    def call_price(self, callee: str, duration_seconds: int) -> Decimal | None:
+    def call_price(self, callee: str, duration_seconds: int, at: float | None = None, *,
+                   country: str = "") -> Decimal | None:
         self.calls_priced.append((callee, duration_seconds))
         return self.call
 
