@@ -14,29 +14,37 @@ from exporter.webhooks.counting import (
     CALLS,
     COST,
     MESSAGES,
+    META_COST,
     STATUSES_METRIC,
     UNPRICED,
 )
 from exporter.webhooks.state import WebhookState
 
 _FAMILIES = (
-    (MESSAGES, "whatsapp_webhook_messages", "Messages seen in webhooks, each counted once on its "
-     "first status that carries pricing (an estimate; the polled numbers are authoritative).",
+    (MESSAGES, "whatsapp_webhook_messages", "Messages seen delivered in webhooks, each counted "
+     "once (per group participant) on its first delivered or read status that carries pricing "
+     "(an estimate; the polled numbers are authoritative).",
      ["waba_id", "channel_id", "category", "pricing_type", "billable"]),
     (STATUSES_METRIC, "whatsapp_webhook_statuses", "Message status webhooks, each (message, "
-     "status) counted once.", ["waba_id", "channel_id", "status"]),
+     "status, group participant) counted once; call statuses are not counted.",
+     ["waba_id", "channel_id", "status"]),
     (CALLS, "whatsapp_webhook_calls", "Calls seen ending in webhooks.",
      ["waba_id", "channel_id", "direction", "status"]),
     (CALL_SECONDS, "whatsapp_webhook_call_duration_seconds",
      "Duration of calls seen ending in webhooks.", ["waba_id", "channel_id", "direction"]),
-    (COST, "whatsapp_webhook_estimated_cost", "Estimated cost of the billable messages seen in "
-     "webhooks, priced by the rate card (recipient's market, category), in currency units.",
+    (COST, "whatsapp_webhook_estimated_cost", "Estimated cost of the messages seen delivered "
+     "in webhooks: Meta's own pricing.cost where the status carries one, else the rate card's "
+     "price (recipient's market, category, period at the status time), in currency units.",
+     ["waba_id", "channel_id", "category", "currency"]),
+    (META_COST, "whatsapp_webhook_meta_cost", "The part of the estimated cost that Meta stated "
+     "itself in the status (pricing.cost, sent with a max price), in currency units.",
      ["waba_id", "channel_id", "category", "currency"]),
     (CALL_COST, "whatsapp_webhook_call_estimated_cost", "Estimated cost of the calls seen "
      "ending in webhooks, priced by the rate card per 6-second pulse (business-initiated only).",
      ["waba_id", "channel_id", "direction", "currency"]),
-    (UNPRICED, "whatsapp_webhook_unpriced_messages", "Billable messages the rate card has no "
-     "price for (their market or category is missing from it).",
+    (UNPRICED, "whatsapp_webhook_unpriced_messages", "Billable messages without a price: the "
+     "rate card lacks their market or category, or their market is unknown (no phone number "
+     "and no country in the user id).",
      ["waba_id", "channel_id", "category"]),
 )
 

@@ -1,7 +1,8 @@
 """Dedupe keys: what makes a delivery, a status, a message or a call count once.
 
 A key is a pair: the event time that places it (Unix seconds; 0 where there is none) and its
-text. Pure functions only; `WebhookState` looks keys up and writes them.
+text. Pure functions only; `WebhookState` looks keys up and writes them. A group message's
+status and message keys also name the participant (one wamid, one charge per participant).
 
 Where a key is stored: keys that carry their event's time go in a table ordered by that time
 (`webhook_seen_t`). Statuses arrive in about the order of their timestamps, so a commit's new
@@ -44,12 +45,22 @@ def delivery_key(sha: str, events: Sequence[Event]) -> Key:
     return max((event.timestamp for event in events), default=0), "d:" + sha
 
 
+def _participant(event: StatusEvent) -> str:
+    """The suffix that tells a group message's deliveries apart: Meta charges each participant's
+    delivery (Groups API pricing), and one group message has one wamid for all of them. Empty
+    for a message to one person, so those keys stay what earlier versions stored."""
+    if event.recipient_type == "group" and event.participant_id:
+        return ":" + event.participant_id
+    return ""
+
+
 def status_key(event: StatusEvent) -> Key:
-    return event.timestamp, f"s:{event.message_id}:{event.status}"
+    return event.timestamp, f"s:{event.message_id}:{event.status}{_participant(event)}"
 
 
 def message_key(event: StatusEvent) -> Key:
-    return 0, f"m:{event.message_id}"  # its statuses carry different times
+    # Its statuses carry different times, so the key carries none.
+    return 0, f"m:{event.message_id}{_participant(event)}"
 
 
 def call_key(event: CallEvent) -> Key:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -46,10 +47,12 @@ class MalformedWebhook(ValueError):
 @compact_pickle
 @dataclass(frozen=True, slots=True)
 class Pricing:
-    billable: bool
+    billable: bool | None  # None: the webhook did not say (counting decides, by the time)
     pricing_model: str
     category: str
-    pricing_type: str
+    pricing_type: str  # "" when neither `type` nor `billable` was given
+    cost: Decimal | None = None  # `pricing.cost.amount`: what Meta charged (max price)
+    cost_currency: str = ""  # `pricing.cost.currency`, upper case
 
 
 @compact_pickle
@@ -224,17 +227,43 @@ def _pricing(status: Mapping[str, Any], where: str) -> Pricing | None:
                       f"{where}.conversation.origin")
         category = _label(origin.get("type"), f"{where}.conversation.origin.type")
     pricing_type = _label(pricing.get("type"), f"{where}.pricing.type")
+    # Meta is deprecating `billable`. Without it, whether Meta charges depends on the event's
+    # time too (service is charged from 2026-10-01), so counting decides.
     billable = _billable(pricing.get("billable"))
-    if billable is None:
-        # Meta is deprecating `billable`: decide from the type, as Meta advises.
-        billable = (pricing_type in {"", "regular"}
-                    and category not in {"", "service", "group_service"})
+    cost, cost_currency = _cost(pricing.get("cost"))
     return Pricing(
         billable=billable,
         pricing_model=_label(pricing.get("pricing_model"), f"{where}.pricing.pricing_model"),
         category=category or "unknown",
-        pricing_type=pricing_type or ("regular" if billable else "unknown"),
+        pricing_type=pricing_type or ("" if billable is None
+                                      else "regular" if billable else "unknown"),
+        cost=cost,
+        cost_currency=cost_currency,
     )
+
+
+def _cost(value: Any) -> tuple[Decimal | None, str]:
+    """`pricing.cost {amount, currency}` (with a max price for marketing messages), or
+    (None, "") when absent or unreadable: its type is not documented, so a number or a numeric
+    string is read and anything else leaves the message to the rate card."""
+    if not isinstance(value, Mapping):
+        return None, ""
+    amount, currency = value.get("amount"), value.get("currency")
+    if isinstance(amount, bool) or not isinstance(amount, (int, float, str)) or not (
+            isinstance(currency, str) and len(currency) == 3 and currency.isascii()
+            and currency.isalpha()):
+        return None, ""
+    try:
+        cost = Decimal(str(amount).strip())
+    except InvalidOperation:
+        return None, ""
+    if not cost.is_finite() or not 0 <= cost <= _MAX_MESSAGE_COST:
+        return None, ""
+    return cost, currency.upper()
+
+
+# No message costs this much in any currency: a larger amount is a misreading, not a price.
+_MAX_MESSAGE_COST = 1_000_000
 
 
 # Ids are at most this long. Group ids are 56 characters in Meta's examples and BSUIDs up to

@@ -35,6 +35,7 @@ from exporter.webhooks.counting import (
     CALLS,
     COST,
     MESSAGES,
+    META_COST,
     STATUSES,
     STATUSES_METRIC,
     UNPRICED,
@@ -57,7 +58,8 @@ from exporter.webhooks.ratecard import RateCard
 
 # The counting names are re-exported: callers and tests that know them from here keep working.
 __all__ = [
-    "CALLS", "CALL_COST", "CALL_SECONDS", "CALL_STATUSES", "COST", "MESSAGES", "STATUSES",
+    "CALLS", "CALL_COST", "CALL_SECONDS", "CALL_STATUSES", "COST", "MESSAGES", "META_COST",
+    "STATUSES",
     "STATUSES_METRIC", "UNPRICED", "Baseline", "ChannelLabel", "Delivery", "WebhookState",
     "digits",
 ]
@@ -410,7 +412,7 @@ class WebhookState:
 
     def _count(self, event: Event, now: float, seen: Seen) -> list[Count]:
         """One event's increments, labelled with its channel (`count_delivery` calls this)."""
-        return count(event, self._label(event), self._card, seen)
+        return count(event, self._label(event), self._card, seen, now)
 
     def set_baseline(self, month: int, waba_id: str, channel_id: str, rows: Baseline) -> None:
         """Record where polled and webhook numbers stood when comparing them began."""

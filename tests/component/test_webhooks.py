@@ -347,7 +347,8 @@ def delivery(events):
 async def test_generated_streams_are_counted_like_the_model(tmp_path_factory, deliveries,
                                                             repeats):
     """Any stream of valid deliveries, with verbatim repeats, counts each (message, status)
-    once and each message once, on its first status with pricing, as a plain model does."""
+    once and each message once, on its first delivered or read status with pricing, as a
+    plain model does."""
     rx = Receiver(tmp_path_factory.mktemp("prop"))
     order = deliveries + [deliveries[i] for i in repeats if i < len(deliveries)]
     for events in order:
@@ -361,7 +362,8 @@ async def test_generated_streams_are_counted_like_the_model(tmp_path_factory, de
             if (wamid, status) not in seen:
                 seen.add((wamid, status))
                 statuses[bounded] = statuses.get(bounded, 0) + 1
-            if pricing is not None and wamid not in seen:
+            # Meta charges delivered messages: pricing on `sent` (or `failed`) counts none.
+            if pricing is not None and status in {"delivered", "read"} and wamid not in seen:
                 seen.add(wamid)
                 category, ptype, billable = pricing
                 key = (category if category != "brand_new" else "other", ptype,
@@ -572,10 +574,10 @@ def test_status_keys_are_placed_by_their_time_and_found_wherever_they_are(rx):
     message, and a status whose time is outside the window, by hash alone. A retry in another
     envelope finds each, and so do keys that earlier builds wrote by hash; pruning ages both."""
     now = 1_751_371_300.0
-    body = status_body("wamid.t1", "sent")
+    body = status_body("wamid.t1", "read")  # read with pricing: a message key too
     assert accept(rx.state, body, now)
     assert _tables(rx.state) == {"webhook_seen_t": 2, "webhook_seen_h": 1}  # d: and s:; m:
-    assert rx.state.seen_before("s:wamid.t1:sent", at=1_751_371_200)
+    assert rx.state.seen_before("s:wamid.t1:read", at=1_751_371_200)
     again = copy.deepcopy(body)
     again["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "1098765432"
     again["entry"][0]["id"] = "104996122399160"
@@ -584,7 +586,7 @@ def test_status_keys_are_placed_by_their_time_and_found_wherever_they_are(rx):
     assert rx.count(STATUSES_METRIC) == 1
     assert sum(rx.state.counters[MESSAGES].values()) == 1
 
-    far = status_body("wamid.t2", "sent")
+    far = status_body("wamid.t2", "read")
     far["entry"][0]["changes"][0]["value"]["statuses"][0]["timestamp"] = "1000"
     assert accept(rx.state, far, now)
     assert accept(rx.state, far | {"x": 1}, now)

@@ -77,3 +77,16 @@ def test_times_inside_the_window_or_up_to_a_day_ahead_are_placed_by_time():
     day ahead of now."""
     assert FUTURE_SECONDS == 86_400
     assert timed_range(1_000_000.0, 8 * 86_400) == (1_000_000.0 - 8 * 86_400, 1_086_400.0)
+
+
+def test_a_group_message_is_known_per_participant():
+    """Two participants' statuses of one group wamid have their own status and message keys;
+    a group status without a participant keeps the wamid's."""
+    first, second = parse(body("status_group_read_group_utility_aggregated"))
+    assert isinstance(first, StatusEvent)
+    assert isinstance(second, StatusEvent)
+    assert message_key(first) == (0, "m:wamid.TEST0021GRPUTL:4917600000022")
+    assert message_key(second) == (0, "m:wamid.TEST0021GRPUTL:4917600000023")
+    assert status_key(first)[1] != status_key(second)[1]
+    sent = status("status_group_sent_no_participant")
+    assert message_key(sent) == (0, "m:wamid.TEST0023GRPSENT")
