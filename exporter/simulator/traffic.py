@@ -4,6 +4,13 @@ Each (channel, UTC day, category, pricing type) has a daily total; within the da
 count follows a smooth curve that is slow at night and fast in the afternoon, so traffic grows
 through the day. Any bucket's volume is a difference of cumulative counts, so half-hour points
 add up to days and days to months exactly. Money is exact: integer volumes times 4-decimal prices.
+
+Prices follow Meta's rules in force at each moment, with the demo rate card's numbers
+(`exporter/webhooks/ratecards/example-usd.toml`, copied here so the simulator shares no code
+with the exporter; a test holds them equal): from 2026-10-01 service messages and utility
+messages inside the customer service window are charged per message, so those streams are
+reported as REGULAR, with a cost, from then on. No bucket straddles that instant: every bucket
+boundary (half hour, day, month) falls on it.
 """
 
 from __future__ import annotations
@@ -31,7 +38,15 @@ STREAMS: tuple[tuple[str, str, int], ...] = (
 )
 DIRECTIONS: tuple[tuple[str, int], ...] = (("USER_INITIATED", 24), ("BUSINESS_INITIATED", 9))
 
-# Simulated per-message prices by market (currency units); free pricing types cost nothing.
+# From this instant (2026-10-01 00:00 UTC) Meta charges service messages and utility messages
+# inside the customer service window per message (Meta, "Upcoming pricing updates", 2026-07-01).
+SERVICE_CHARGED_FROM = 1_790_812_800
+# The streams that are charged, as REGULAR, from SERVICE_CHARGED_FROM.
+CHARGED_FROM_OCTOBER_2026 = frozenset({("UTILITY", "FREE_CUSTOMER_SERVICE"),
+                                       ("SERVICE", "FREE_CUSTOMER_SERVICE")})
+
+# Per-message prices by market (currency units) of the example card's first period (Meta's USD
+# list prices effective 2025-07-01); free pricing types cost nothing.
 PRICES: dict[str, dict[str, Decimal]] = {
     "MARKETING": {"DE": Decimal("0.1365"), "GB": Decimal("0.0529"), "BR": Decimal("0.0625"),
                   "IN": Decimal("0.0107"), "US": Decimal("0.0250"), "ES": Decimal("0.0615")},
@@ -43,7 +58,22 @@ PRICES: dict[str, dict[str, Decimal]] = {
                        "BR": Decimal("0.0315"), "IN": Decimal("0.0014"),
                        "US": Decimal("0.0135"), "ES": Decimal("0.0345")},
 }
-# Business-initiated calls: price per 6-second pulse, partial pulses rounded up.
+# The example card's period from 2026-10-01: Brazil's 2026 figures, and service at each
+# market's utility rate.
+_UTILITY_2026_10 = PRICES["UTILITY"] | {"BR": Decimal("0.0085")}
+PRICES_2026_10: dict[str, dict[str, Decimal]] = PRICES | {
+    "MARKETING": PRICES["MARKETING"] | {"BR": Decimal("0.0782")},
+    "UTILITY": _UTILITY_2026_10,
+    "AUTHENTICATION": PRICES["AUTHENTICATION"] | {"BR": Decimal("0.0085")},
+    "SERVICE": dict(_UTILITY_2026_10),
+}
+# (valid from, prices), oldest first; traffic before the first period takes the first's prices.
+PRICE_PERIODS: tuple[tuple[int, dict[str, dict[str, Decimal]]], ...] = (
+    (1_751_328_000, PRICES),  # 2025-07-01
+    (SERVICE_CHARGED_FROM, PRICES_2026_10),
+)
+# Business-initiated calls: price per 6-second pulse, partial pulses rounded up (the same in
+# every period of the example card).
 PULSE_PRICE: dict[str, Decimal] = {"DE": Decimal("0.0060"), "GB": Decimal("0.0040"),
                                    "BR": Decimal("0.0020"), "IN": Decimal("0.0010"),
                                    "US": Decimal("0.0015"), "ES": Decimal("0.0050")}
@@ -59,15 +89,32 @@ TIERED_CATEGORIES = frozenset({"UTILITY", "AUTHENTICATION", "AUTHENTICATION_INTE
 FIRST_TIER = "0:100000"
 
 
-def price(category: str, pricing_type: str, country: str) -> Decimal:
-    if pricing_type != "REGULAR":
+def pricing_type_at(category: str, pricing_type: str, at: float) -> str:
+    """How Meta reports a stream's messages sent at `at`: REGULAR once it charges them."""
+    if at >= SERVICE_CHARGED_FROM and (category, pricing_type) in CHARGED_FROM_OCTOBER_2026:
+        return "REGULAR"
+    return pricing_type
+
+
+def prices_at(at: float) -> dict[str, dict[str, Decimal]]:
+    """The price table in force at `at`."""
+    table = PRICE_PERIODS[0][1]
+    for valid_from, prices in PRICE_PERIODS:
+        if valid_from <= at:
+            table = prices
+    return table
+
+
+def price(category: str, pricing_type: str, country: str, at: float) -> Decimal:
+    """One message's price at `at`; free pricing types cost nothing."""
+    if pricing_type_at(category, pricing_type, at) != "REGULAR":
         return Decimal(0)
-    return PRICES.get(category, {}).get(country, Decimal(0))
+    return prices_at(at).get(category, {}).get(country, Decimal(0))
 
 
-def tier(category: str, pricing_type: str, country: str) -> str:
+def tier(category: str, pricing_type: str, country: str, at: float = math.inf) -> str:
     """The `tier` a point carries: only billable points of tiered categories have one."""
-    if category in TIERED_CATEGORIES and price(category, pricing_type, country) > 0:
+    if category in TIERED_CATEGORIES and price(category, pricing_type, country, at) > 0:
         return FIRST_TIER
     return ""
 
@@ -203,11 +250,17 @@ def usage_points(  # noqa: PLR0917 - mirrors the endpoint's parameters
         a, b = float(b_start), min(float(b_end), cut)
         if b <= a:
             continue
+        # Streams Meta reports alike (in-window utility, charged, is REGULAR utility) are one
+        # point, as the analytics have one row per category and pricing type.
+        volumes: dict[tuple[str, str], int] = {}
         for category, pricing_type, mean in STREAMS:
             volume = _count(seed, ch, f"{category}/{pricing_type}", mean, a, b)
             if volume:
-                pricing.append(PricingPoint(b_start, b_end, category, pricing_type, volume,
-                                            volume * price(category, pricing_type, ch.country)))
+                reported = (category, pricing_type_at(category, pricing_type, a))
+                volumes[reported] = volumes.get(reported, 0) + volume
+        for (category, pricing_type), volume in volumes.items():
+            pricing.append(PricingPoint(b_start, b_end, category, pricing_type, volume,
+                                        volume * price(category, pricing_type, ch.country, a)))
         for direction, mean in DIRECTIONS:
             count, seconds, cost = _calls(seed, ch, direction, mean, a, b)
             if count:

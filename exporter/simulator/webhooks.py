@@ -16,11 +16,14 @@ Shapes follow the documented payloads in `tests/fixtures/webhooks/` (each names 
 - statuses name the recipient's business-scoped user id (`recipient_user_id`) beside the phone;
 - business-initiated calls have RINGING and ACCEPTED call statuses (`field: "calls"`,
   `statuses[]` of `type: "call"`) before their connect and terminate.
-`Shapes` switches on more (off by default, because a receiver that counts each wamid once and
-prices by `recipient_id` miscounts them): group messages, whose every participant's delivery is
-one message of the stream and one charge, and recipients known only by BSUID (no
-`recipient_id`, no call `to`). With either on, the usage endpoint's volumes equal the number of
-distinct (wamid, participant) pairs with pricing on delivered or read.
+- from 2026-10-01, service messages and utility messages inside the customer service window
+  are charged: their pricing says `billable: true, type: "regular"` (as the usage endpoint then
+  reports them REGULAR, with a cost).
+`Shapes` picks the mix; by default (`ALL_SHAPES`) it also holds group messages, whose every
+participant's delivery is one message of the stream and one charge, and recipients known only
+by BSUID (no `recipient_id`, no call `to`); `Shapes()` is the plain mix without them. Either way,
+the usage endpoint's volumes equal the number of distinct (wamid, participant) pairs with
+pricing on delivered or read.
 
 Like the rest of the simulator this never imports `exporter.webhooks`, so the receiver and the
 sender cannot share a misreading of the format.
@@ -44,7 +47,14 @@ import httpx
 import structlog
 
 from exporter.simulator.fleet import MARKETS, Fleet, SimChannel, unit
-from exporter.simulator.traffic import DAY, DIRECTIONS, STREAMS, _day_slices, call_duration
+from exporter.simulator.traffic import (
+    DAY,
+    DIRECTIONS,
+    STREAMS,
+    _day_slices,
+    call_duration,
+    pricing_type_at,
+)
 
 log = structlog.get_logger("exporter.simulator")
 
@@ -71,14 +81,14 @@ _SDP = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\n"
 
 @dataclass(frozen=True, slots=True)
 class Shapes:
-    """Documented shapes beyond the default mix (see the module docstring)."""
+    """Documented shapes beyond the plain mix (see the module docstring)."""
 
     groups: bool = False
     bsuid_only: bool = False
 
 
-DEFAULT_SHAPES = Shapes()
 ALL_SHAPES = Shapes(groups=True, bsuid_only=True)
+DEFAULT_SHAPES = ALL_SHAPES
 
 
 def digits_of(phone_number: str) -> str:
@@ -193,16 +203,17 @@ def _statuses(seed: int, ch: SimChannel, a: float, b: float,
     out: list[dict[str, Any]] = []
     for category, pricing_type, mean in STREAMS:
         stream = f"{category}/{pricing_type}"
-        pricing = {"billable": pricing_type == "REGULAR", "pricing_model": "PMP",
-                   "type": pricing_type.lower(), "category": category.lower()}
         grouped = _GROUP_CATEGORIES.get((category, pricing_type)) if shapes.groups else None
-        # Meta's group examples carry no pricing `type`.
-        group_pricing = (None if grouped is None else
-                         {"billable": grouped[1], "pricing_model": "PMP",
-                          "category": grouped[0]})
         for day, first, upper in _day_slices(seed, ch, stream, mean, a, b):
             if upper <= first:
                 continue
+            # A day-slice lies in one pricing period: 2026-10-01 starts a day.
+            reported = pricing_type_at(category, pricing_type, day)
+            pricing = _pricing(category, reported)
+            # Meta's group examples carry no pricing `type`.
+            group_pricing = (None if grouped is None else
+                             {"billable": grouped[1] or reported == "REGULAR",
+                              "pricing_model": "PMP", "category": grouped[0]})
             start, end = max(a, day), min(b, day + DAY)
             last = _last_second(start, end)
             prefix = f"wamid.SIM.{ch.id}.{day}.{category}.{pricing_type}."
@@ -219,6 +230,12 @@ def _statuses(seed: int, ch: SimChannel, a: float, b: float,
                 out.extend(_message_statuses(wamid, ts, last, pricing=pricing, key=key,
                                              party=_party(seed, ch, to, bsuid_only)))
     return out
+
+
+def _pricing(category: str, pricing_type: str) -> dict[str, Any]:
+    """The `pricing` object of a stream's statuses in one day-slice, shared by them."""
+    return {"billable": pricing_type == "REGULAR", "pricing_model": "PMP",
+            "type": pricing_type.lower(), "category": category.lower()}
 
 
 def _calls(seed: int, ch: SimChannel, a: float, b: float,

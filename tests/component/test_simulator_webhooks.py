@@ -231,8 +231,14 @@ async def test_run_ticks_every_interval_from_its_start(client, receiver):
     assert receiver.received == [raw(b) for a, b_ in ticks for b in webhook_bodies(FLEET, a, b_)]
 
 
-def signed_receiver(secret: str, seen: dict[str, set[str]]) -> Starlette:
-    """A minimal receiver that rejects bad signatures and counts wamids and terminated calls."""
+# The usage endpoint's stream of a group category (before 2026-10-01, as the test runs).
+GROUP_STREAMS = {"group_marketing": "marketing/regular", "group_utility": "utility/regular",
+                 "group_service": "service/free_customer_service"}
+
+
+def signed_receiver(secret: str, seen: dict[str, set[tuple[str, str]]]) -> Starlette:
+    """A minimal receiver that rejects bad signatures and counts charged deliveries (each
+    wamid and group participant whose delivered or read has pricing) and terminated calls."""
 
     async def handle(request: Request) -> Response:
         body = await request.body()
@@ -242,22 +248,25 @@ def signed_receiver(secret: str, seen: dict[str, set[str]]) -> Starlette:
         for entry in json.loads(body)["entry"]:
             for change in entry["changes"]:
                 for status in change["value"].get("statuses", []):
-                    if "pricing" not in status:
-                        continue  # a read after a priced delivered, or a call's status
+                    if "pricing" not in status or status["status"] not in {"delivered", "read"}:
+                        continue  # sent (not charged), an unpriced read, or a call's status
                     p = status["pricing"]
-                    seen.setdefault(f"{p['category']}/{p['type']}", set()).add(status["id"])
+                    stream = GROUP_STREAMS.get(p["category"]) or f"{p['category']}/{p['type']}"
+                    seen.setdefault(stream, set()).add(
+                        (status["id"], status.get("recipient_participant_id", "")))
                 for call in change["value"].get("calls", []):
                     if call["event"] == "terminate":
-                        seen.setdefault(call["direction"], set()).add(call["id"])
+                        seen.setdefault(call["direction"], set()).add((call["id"], ""))
         return Response(status_code=200)
 
     return Starlette(routes=[Route("/hook", handle, methods=["POST"])])
 
 
 async def test_a_receiver_counts_exactly_the_polled_traffic_over_an_hour_of_ticks():
-    """Driven tick by tick for an hour through an in-process receiver, the unique messages and
-    calls it saw equal the usage endpoint's totals; a wrong secret gets only 401s."""
-    seen: dict[str, set[str]] = {}
+    """Driven tick by tick for an hour through an in-process receiver, the charged deliveries
+    and calls it saw (groups and BSUID-only users included, as by default) equal the usage
+    endpoint's totals; a wrong secret gets only 401s."""
+    seen: dict[str, set[tuple[str, str]]] = {}
     app = signed_receiver(SECRET, seen)
     clock = FakeClock(START)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),

@@ -7,19 +7,29 @@ import calendar
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.simulator.fleet import build_fleet
+from exporter.demo import EXAMPLE_RATE_CARD
+from exporter.simulator.fleet import MARKETS, build_fleet
 from exporter.simulator.traffic import (
     DAY,
+    PRICE_PERIODS,
+    PULSE_PRICE,
+    STREAMS,
+    _count,
     cumulative,
     diurnal,
     month_to_date_totals,
+    price,
+    pricing_type_at,
     tier,
     usage_points,
 )
+from exporter.webhooks.ratecard import load_rate_card
 
 FLEET = build_fleet(7)
 BUSY = next(ch for ch in FLEET.channels() if ch.activity > 1)
 MARCH = calendar.timegm((2026, 3, 1, 0, 0, 0))
+OCTOBER_2026 = calendar.timegm((2026, 10, 1, 0, 0, 0))
+NOVEMBER_2026 = calendar.timegm((2026, 11, 1, 0, 0, 0))
 
 
 def test_fleet_is_deterministic_and_varied():
@@ -102,5 +112,57 @@ def test_only_billable_points_of_tiered_categories_carry_a_tier():
     assert tier("UTILITY", "REGULAR", "DE") == "0:100000"
     assert tier("AUTHENTICATION", "REGULAR", "IN") == "0:100000"
     assert tier("MARKETING", "REGULAR", "DE") == ""
-    assert tier("UTILITY", "FREE_CUSTOMER_SERVICE", "DE") == ""
+    assert tier("UTILITY", "FREE_CUSTOMER_SERVICE", "DE", MARCH) == ""
+    assert tier("SERVICE", "REGULAR", "DE", OCTOBER_2026) == "0:100000"
     assert tier("UTILITY", "REGULAR", "ZZ") == ""
+
+
+def test_the_simulators_prices_are_the_demo_cards_in_every_period():
+    """For each period of the example card, market and stream, a message the simulator charges
+    costs what the card says, a stream it does not charge is free by Meta's rules then, and a
+    business-initiated call costs the card's per-pulse rate."""
+    card = load_rate_card(EXAMPLE_RATE_CARD)
+    assert [valid_from for valid_from, _ in PRICE_PERIODS] == [p.valid_from for p in card.periods]
+    checked = 0
+    for period in card.periods:
+        for times in (period.valid_from, period.valid_from + 40 * DAY):
+            for code, country, digits in MARKETS:
+                phone = code + "5" * digits
+                for category, pricing_type, _ in STREAMS:
+                    charged = price(category, pricing_type, country, times)
+                    if pricing_type_at(category, pricing_type, times) != "REGULAR":
+                        assert charged == 0
+                        continue
+                    assert card.message_price(phone, category.lower(), times) == charged > 0
+                    checked += 1
+                assert card.call_price(phone, 60, times) == PULSE_PRICE[country] * 10
+    assert checked > 60
+
+
+def test_from_october_2026_service_and_in_window_utility_are_regular_and_cost():
+    """A November 2026 day has no free customer-service points: in-window utility joins the
+    REGULAR utility point and service is REGULAR, each costing its volume at the period's
+    price; a September day still has them free."""
+    ch = BUSY
+    sep_points, _ = usage_points(7, ch, OCTOBER_2026 - DAY, OCTOBER_2026 - 1, OCTOBER_2026,
+                                 "daily")
+    nov_points, _ = usage_points(7, ch, NOVEMBER_2026, NOVEMBER_2026 + DAY - 1,
+                                 NOVEMBER_2026 + DAY, "daily")
+    assert {(p.category, p.pricing_type) for p in sep_points} >= {
+        ("UTILITY", "FREE_CUSTOMER_SERVICE"), ("SERVICE", "FREE_CUSTOMER_SERVICE")}
+    assert all(p.cost == 0 for p in sep_points if p.pricing_type == "FREE_CUSTOMER_SERVICE")
+    kinds = [(p.category, p.pricing_type) for p in nov_points]
+    assert "FREE_CUSTOMER_SERVICE" not in {t for _, t in kinds}
+    assert len(kinds) == len(set(kinds))  # one point per category and pricing type
+    by_kind = {(p.category, p.pricing_type): p for p in nov_points}
+    service = by_kind["SERVICE", "REGULAR"]
+    assert service.cost == service.volume * price("UTILITY", "REGULAR", ch.country,
+                                                  NOVEMBER_2026) > 0
+    utility = [f"{c}/{t}" for c, t, _ in STREAMS if c == "UTILITY"]
+    assert len(utility) == 2
+    assert by_kind["UTILITY", "REGULAR"].volume == sum(
+        _count(7, ch, stream, mean, NOVEMBER_2026, NOVEMBER_2026 + DAY)
+        for c, t, mean in STREAMS for stream in [f"{c}/{t}"] if stream in utility)
+    messages, _ = month_to_date_totals(7, ch, NOVEMBER_2026, NOVEMBER_2026 + DAY)
+    assert ("utility", "free_customer_service") not in messages
+    assert messages["utility", "regular"][0] == by_kind["UTILITY", "REGULAR"].volume

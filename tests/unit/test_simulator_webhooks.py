@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.simulator.fleet import MARKETS, build_fleet
-from exporter.simulator.traffic import DAY, DIRECTIONS, STREAMS, price, usage_points
+from exporter.simulator.traffic import (
+    DAY,
+    DIRECTIONS,
+    STREAMS,
+    price,
+    pricing_type_at,
+    usage_points,
+)
 from exporter.simulator.webhooks import (
     ALL_SHAPES,
     Shapes,
@@ -50,9 +57,11 @@ def call_statuses(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if change["field"] == "calls" for item in change["value"].get("statuses", [])]
 
 
-def stream_of(pricing: dict[str, Any]) -> tuple[str, str]:
+def stream_of(pricing: dict[str, Any], at: float) -> tuple[str, str]:
+    """The usage endpoint's (category, pricing type) for a status priced at `at`."""
     if pricing["category"] in GROUP_STREAMS:
-        return GROUP_STREAMS[pricing["category"]]
+        return GROUP_STREAMS[pricing["category"]][0], pricing_type_at(
+            *GROUP_STREAMS[pricing["category"]], at)
     return pricing["category"].upper(), pricing["type"].upper()
 
 
@@ -73,7 +82,7 @@ def messages_by_stream(bodies, fleet) -> Counter[tuple[str, str, str]]:
         for status in change["value"]["statuses"]:
             if "pricing" in status and status["status"] in {"delivered", "read"}:
                 seen[status["id"], status.get("recipient_participant_id", "")] = (
-                    ch.id, *stream_of(status["pricing"]))
+                    ch.id, *stream_of(status["pricing"], int(status["timestamp"])))
     return Counter(seen.values())
 
 
@@ -225,12 +234,12 @@ def test_calls_of_the_business_ring_then_are_accepted_before_they_connect():
 
 
 def test_statuses_carry_pricing_and_a_recipient_in_the_channels_market():
-    """Every message has a priced `sent` and exactly one priced delivered or read (v24): half
-    are read, a few of those with `delivered` skipped; each names a recipient with the
-    channel's calling code and length and that recipient's BSUID in the channel's country, so
-    a rate card by recipient code gives the polled cost."""
+    """In the plain mix, every message has a priced `sent` and exactly one priced delivered or
+    read (v24): half are read, a few of those with `delivered` skipped; each names a recipient
+    with the channel's calling code and length and that recipient's BSUID in the channel's
+    country, so a rate card by recipient code gives the polled cost."""
     a, b = START, START + HOUR
-    bodies = webhook_bodies(FLEET, a, b)
+    bodies = webhook_bodies(FLEET, a, b, shapes=Shapes())
     by_number = channel_of_number(FLEET)
     code_of = {country: code for code, country, _ in MARKETS}
     streams = {(c.lower(), t.lower()) for c, t, _ in STREAMS}
@@ -247,7 +256,7 @@ def test_statuses_carry_pricing_and_a_recipient_in_the_channels_market():
         assert body["entry"][0]["id"] == ch.waba_external_id
         assert value["metadata"]["phone_number_id"] == phone_number_id(FLEET.seed, ch.id)
         for status in value["statuses"]:
-            assert "recipient_type" not in status  # no groups by default
+            assert "recipient_type" not in status  # no groups in the plain mix
             to = status["recipient_id"]
             code = code_of[ch.country]
             assert to.isdigit()
@@ -268,7 +277,7 @@ def test_statuses_carry_pricing_and_a_recipient_in_the_channels_market():
             if status["id"] not in counted:
                 counted.add(status["id"])
                 cost_by_recipient += price(p["category"].upper(), p["type"].upper(),
-                                           COUNTRY_OF_CODE[code])
+                                           COUNTRY_OF_CODE[code], int(status["timestamp"]))
     polled_cost = sum((p.cost for ch in FLEET.channels()
                        for p in usage_points(FLEET.seed, ch, a, b - 1, b, "half_hour")[0]),
                       Decimal(0))
@@ -291,7 +300,13 @@ def test_with_every_shape_the_charged_deliveries_still_match_the_polled_traffic(
     bodies = webhook_bodies(FLEET, a, b, shapes=ALL_SHAPES)
     assert messages_by_stream(bodies, FLEET) == polled_messages(FLEET, a, b)
     assert pushed_calls(bodies, FLEET) == polled_calls(FLEET, a, b)
-    by_number = channel_of_number(FLEET)
+    assert charged_cost(bodies, FLEET) == polled_cost(FLEET, a, b) > 0
+
+
+def charged_cost(bodies, fleet) -> Decimal:
+    """What the charged deliveries cost, each priced at its status time by the recipient's
+    phone, or else the BSUID's country (which must be the channel's)."""
+    by_number = channel_of_number(fleet)
     cost = Decimal(0)
     charged: set[tuple[str, str]] = set()
     for body in bodies:
@@ -308,11 +323,37 @@ def test_with_every_shape_the_charged_deliveries_still_match_the_polled_traffic(
             country = (COUNTRY_OF_CODE[next(c for c in COUNTRY_OF_CODE if phone.startswith(c))]
                        if phone else status["recipient_user_id"].split(".")[0])
             assert country == ch.country
-            cost += price(*stream_of(status["pricing"]), country)
-    polled_cost = sum((p.cost for ch in FLEET.channels()
-                       for p in usage_points(FLEET.seed, ch, a, b - 1, b, "half_hour")[0]),
-                      Decimal(0))
-    assert cost == polled_cost > 0
+            at = int(status["timestamp"])
+            cost += price(*stream_of(status["pricing"], at), country, at)
+    return cost
+
+
+def polled_cost(fleet, a: int, b: int) -> Decimal:
+    return sum((p.cost for ch in fleet.channels()
+                for p in usage_points(fleet.seed, ch, a, b - 1, b, "half_hour")[0]),
+               Decimal(0))
+
+
+def test_from_october_2026_service_and_in_window_utility_statuses_are_charged():
+    """Across 2026-10-01 00:00 UTC, service and in-window utility statuses (group service
+    too) turn from free to `billable: true` (individual ones `type: regular`), and the charged
+    deliveries and their cost at each status time still equal the usage endpoint's."""
+    october = calendar.timegm((2026, 10, 1, 0, 0, 0))
+    a, b = october - HOUR, october + HOUR
+    bodies = webhook_bodies(FLEET, a, b)
+    kinds: dict[bool, set[tuple[str, str, bool]]] = {False: set(), True: set()}
+    for status in items(bodies, "messages"):
+        p = status.get("pricing")
+        if p is not None and p["category"] in {"service", "utility", "group_service"}:
+            kinds[int(status["timestamp"]) >= october].add(
+                (p["category"], p.get("type", ""), p["billable"]))
+    assert kinds[False] == {("service", "free_customer_service", False),
+                            ("utility", "free_customer_service", False),
+                            ("utility", "regular", True), ("group_service", "", False)}
+    assert kinds[True] == {("service", "regular", True), ("utility", "regular", True),
+                           ("group_service", "", True)}
+    assert messages_by_stream(bodies, FLEET) == polled_messages(FLEET, a, b)
+    assert charged_cost(bodies, FLEET) == polled_cost(FLEET, a, b) > 0
 
 
 def test_group_messages_have_one_sent_and_a_priced_delivery_per_participant():
@@ -352,8 +393,10 @@ def test_group_messages_have_one_sent_and_a_priced_delivery_per_participant():
                      if "pricing" in s)
     assert set(priced.values()) == {1}
     assert len(priced) == sum(len(v) for v in participants.values())
-    plain = webhook_bodies(FLEET, START, START + HOUR)
+    plain = webhook_bodies(FLEET, START, START + HOUR, shapes=Shapes())
     assert not any(s.get("recipient_type") for s in items(plain, "messages"))
+    assert any(s.get("recipient_type") for s in items(webhook_bodies(FLEET, START, START + HOUR),
+                                                      "messages"))  # on by default
 
 
 def test_bsuid_only_recipients_have_no_phone_in_statuses_or_calls():
@@ -400,7 +443,8 @@ def test_midnight_and_month_end_keep_each_message_in_its_day():
         day = int(call["id"].split(".")[3])
         assert day <= int(call["timestamp"]) < day + DAY
     per_month = Counter("march" if int(s["timestamp"]) < april else "april"
-                        for s in items(bodies, "messages") if s["status"] == "sent")
+                        for s in items(bodies, "messages")
+                        if "pricing" in s and s["status"] in {"delivered", "read"})
     assert per_month == {
         "march": sum(polled_messages(FLEET, a, april, "monthly").values()),
         "april": sum(polled_messages(FLEET, april, b, "monthly").values())}
