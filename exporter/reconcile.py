@@ -10,6 +10,10 @@ Two things make a naive month-to-date ratio lie, and both are handled here:
 - A receiver that starts mid-month has not seen the month's first days. In the month of its
   first delivery, each channel is compared from its first poll after webhooks for it arrived:
   that pair is stored as a baseline and both sides count from there.
+
+Group messages are compared under their base category (`group_marketing` with `marketing`) on
+both sides: Meta prices them at the base category's rate, and how its analytics name them was
+not found, so folding both sides holds whichever way they are reported.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from exporter.clock import Clock
 from exporter.domain import Channel, MonthUsage
 from exporter.labels import CATEGORIES, bounded
 from exporter.polling.store import Store
-from exporter.webhooks.counting import MonthKey
+from exporter.webhooks.counting import GROUP_BASE, MonthKey
 from exporter.webhooks.state import Baseline, WebhookState
 
 Totals = dict[str, tuple[float, float]]  # category -> (messages, cost)
@@ -51,22 +55,32 @@ class Pair:
     webhook: Totals
 
 
+def compared_category(category: str) -> str:
+    """The category a message is compared under: bounded, a group one folded into its base."""
+    c = bounded(category, CATEGORIES)
+    return GROUP_BASE.get(c, c)
+
+
+def _add(out: Totals, category: str, messages: float, cost: float) -> None:
+    was_messages, was_cost = out.get(category, (0.0, 0.0))
+    out[category] = (was_messages + messages, was_cost + cost)
+
+
 def polled_totals(usage: MonthUsage) -> Totals:
-    """Month totals per bounded category, free and paid pricing types together.
+    """Month totals per compared category, free and paid pricing types together.
 
     A category with a row whose points lacked a cost gets no cost (0, which `ratios` does not
     compare): what cost it has is part of the truth, and against the webhooks' full estimate
     it would read as a rate card far off."""
-    out: dict[str, tuple[float, float]] = {}
+    out: Totals = {}
     unknown: set[str] = set()
     for (category, _), total in usage.messages.items():
-        c = bounded(category, CATEGORIES)
-        messages, cost = out.get(c, (0.0, 0.0))
-        out[c] = (messages + total.volume, cost + float(total.cost))
+        compared = compared_category(category)
+        _add(out, compared, total.volume, float(total.cost))
         if total.points_without_cost:
-            unknown.add(c)
-    for c in unknown:
-        out[c] = (out[c][0], 0.0)
+            unknown.add(compared)
+    for compared in unknown:
+        out[compared] = (out[compared][0], 0.0)
     return out
 
 
@@ -75,7 +89,7 @@ def webhook_totals(tallies: dict[MonthKey, tuple[float, float]], channel: Channe
     for category in CATEGORIES | {"other"}:
         tally = tallies.get((channel.waba_label, channel.id, category))
         if tally is not None:
-            out[category] = (tally[0], tally[1])
+            _add(out, compared_category(category), tally[0], tally[1])
     return out
 
 

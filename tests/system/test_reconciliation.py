@@ -1,11 +1,13 @@
 """Webhooks from the simulator beside polls of the simulator, on one FakeClock: the webhook
-estimate reconciles with the polled truth, across a restart."""
+estimate reconciles with the polled truth, across a restart, before and after Meta began
+charging service messages (2026-10-01), with the emitter's group and BSUID-only shapes on."""
 
 from __future__ import annotations
 
 import calendar
 
 import httpx
+import pytest
 from pydantic import SecretStr
 
 from exporter.clock import FakeClock
@@ -15,7 +17,8 @@ from exporter.simulator.fleet import build_fleet
 from exporter.simulator.webhooks import WebhookEmitter
 from exporter.testing import Rig
 
-START = calendar.timegm((2026, 5, 12, 9, 0, 0))  # mid-month: the receiver's first month
+MAY = calendar.timegm((2026, 5, 12, 9, 0, 0))  # mid-month: the receiver's first month
+NOVEMBER = calendar.timegm((2026, 11, 12, 9, 0, 0))  # service and in-window utility charged
 HMAC = "reconcile-hmac"
 STEP = 10.0
 
@@ -28,16 +31,17 @@ def emitter_for(rig: Rig, start: float) -> tuple[WebhookEmitter, httpx.AsyncClie
                           hmac_secret=HMAC, interval=STEP, start=start), client
 
 
-async def test_webhook_estimate_matches_the_polled_truth(tmp_path):
+@pytest.mark.parametrize("start", [MAY, NOVEMBER], ids=["may-2026", "november-2026"])
+async def test_webhook_estimate_matches_the_polled_truth(tmp_path, start):
     """After two hours, with a restart in between, each channel's webhook messages and cost
     since the baseline are within 5% of the polled growth, and the ratios survive a restart."""
-    clock = FakeClock(START)
+    clock = FakeClock(start)
     fleet = build_fleet(7, waba_sizes=(3, 1), clients=1)
     rig = Rig(fleet, SimulatedApi(fleet, clock.now), clock, tmp_path / "s.db",
               webhook_hmac_secret=SecretStr(HMAC), webhook_rate_card=EXAMPLE_RATE_CARD)
-    emitter, client = emitter_for(rig, START)
-    t = float(START)
-    while t < START + 2 * 3600:
+    emitter, client = emitter_for(rig, start)
+    t = float(start)
+    while t < start + 2 * 3600:
         t += STEP
         clock.set(t)
         await emitter.tick()
@@ -47,7 +51,7 @@ async def test_webhook_estimate_matches_the_polled_truth(tmp_path):
         assert reconciler is not None
         assert webhooks is not None
         reconciler.observe()
-        if t == START + 3600:
+        if t == start + 3600:
             baselines = dict(webhooks.baselines)
             await client.aclose()
             await rig.restart()
@@ -73,3 +77,6 @@ async def test_webhook_estimate_matches_the_polled_truth(tmp_path):
             checked += 1
     assert checked >= 4 * len(busy)
     assert any(dict(k)["measure"] == "cost" for k in ratios)
+    if start == NOVEMBER:
+        assert any(dict(k)["measure"] == "cost" and dict(k)["category"] == "service"
+                   for k in ratios)
