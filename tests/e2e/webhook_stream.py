@@ -92,7 +92,9 @@ def stream(seed: int, deliveries: int, channels: int = 3) -> tuple[list[bytes], 
                 if (wamid, status) not in seen_status:
                     seen_status.add((wamid, status))
                     truth.statuses[(channel, status)] += 1
-                if wamid not in counted:
+                # Meta charges a message when it is delivered: `sent` carries pricing too, but
+                # a message is counted and priced on its first delivered or read status only.
+                if wamid not in counted and status in ("delivered", "read"):
                     counted.add(wamid)
                     billable = "true" if ptype == "regular" else "false"
                     truth.messages[(channel, category, ptype, billable)] += 1
