@@ -122,7 +122,7 @@ def _meta_usage(shape: UsageShape, ch: SimChannel, pricing: list[PricingPoint],
         point: dict[str, Any] = {
             "start": p.start, "end": p.end, "phone_number": phone, "country": ch.country,
             "pricing_category": p.category, "pricing_type": p.pricing_type, "volume": p.volume}
-        if tiered := tier(p.category, p.pricing_type, ch.country):
+        if tiered := tier(p.category, p.pricing_type, ch.country, p.start):
             point["tier"] = tiered
         if shape.cost:
             point["cost"] = float(p.cost)

@@ -16,7 +16,7 @@ from exporter.api.models import aggregate_by_month, parse_usage
 from exporter.clock import FakeClock
 from exporter.simulator.app import SimulatedApi, UsageShape
 from exporter.simulator.fleet import build_fleet
-from exporter.simulator.traffic import month_to_date_totals
+from exporter.simulator.traffic import TIERED_CATEGORIES, month_to_date_totals
 
 START = calendar.timegm((2026, 3, 10, 12, 0, 0))
 FLEET = build_fleet(7)
@@ -114,7 +114,7 @@ async def test_usage_has_metas_documented_shape_by_default(http):
         assert p["pricing_category"].isupper()
         assert p["pricing_type"].isupper()
         assert not p["phone_number"].startswith("+")
-        billable = p["cost"] > 0 and p["pricing_category"] in {"UTILITY", "AUTHENTICATION"}
+        billable = p["cost"] > 0 and p["pricing_category"] in TIERED_CATEGORIES
         assert ("tier" in p) == billable, p
     assert any("tier" in p for p in points)
     assert {"MARKETING"} <= {p["pricing_category"] for p in points}
