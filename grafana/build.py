@@ -45,6 +45,9 @@ HOOK_NOTE = ("From webhooks as they arrive: a real-time estimate priced by the e
 MONTH_NOTE = "The counters hold the current UTC billing month and restart from zero each month."
 EXPORTER_NOTE = "The exporter's own metric, for the whole process: the filters do not apply."
 MONEY_NOTE = "Money is in the units of the currency shown in the legend (no conversion)."
+UNKNOWN_COST_NOTE = ("A row whose usage came without a cost (Meta omits it for a business on a "
+                     "solution partner's credit line) has no cost series: its cost is unknown, "
+                     "not zero, and the 'Points without cost' panel counts such points.")
 
 
 def hooked(expr: str) -> str:
@@ -187,11 +190,20 @@ def usage_costs() -> dict[str, object]:
           f"All messages of the selected channels this month. {POLLED_NOTE} {MONTH_NOTE}",
           [query(f"sum({msgs})", "messages", instant=True)], width=6, height=5)
     b.add(big_number("short", 2), "Messaging cost this month",
-          f"Messaging cost this month per currency. {POLLED_NOTE} {MONTH_NOTE} {MONEY_NOTE}",
+          f"Messaging cost this month per currency. {POLLED_NOTE} {MONTH_NOTE} {MONEY_NOTE} "
+          f"{UNKNOWN_COST_NOTE}",
           [query(f"sum by (currency) ({cost})", "{{currency}}", instant=True)], width=6, height=5)
     b.add(big_number("short", 0), "Channels",
           "Channels discovery found for the selection (whatsapp_channel_info).",
-          [query(f"count({CHANNELS})", "channels", instant=True)], width=6, height=5)
+          [query(f"count({CHANNELS})", "channels", instant=True)], width=3, height=5)
+    b.add(big_number("short", 0).thresholds(thresholds((None, "green"), (1, "orange"))),
+          "Points without cost",
+          "Usage data points this month that came without a cost "
+          "(whatsapp_usage_points_without_cost_total): the cost of their rows is unknown and "
+          f"left out of every cost panel, not counted as zero. {POLLED_NOTE}",
+          [query(zero_if_none(
+              f"sum(whatsapp_usage_points_without_cost_total{{{POLLED}}})"), "points",
+              instant=True)], width=3, height=5)
     b.add(big_number("s").thresholds(thresholds((None, "green"), (3600, "orange"),
                                                 (7200, "red"))),
           "Oldest data",
