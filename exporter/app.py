@@ -35,6 +35,8 @@ from exporter.polling.store import Store
 from exporter.reconcile import Reconciler, ReconciliationCollector
 from exporter.runtime import loopback_url, process_webhooks, refresh_exposition
 from exporter.serving import bind_socket, cancel_and_wait, embedded_server, url_of
+from exporter.spend.budgets import load_spend_budgets
+from exporter.spend.collector import SpendBudgetCollector
 from exporter.webhooks.collector import WebhookCollector
 from exporter.webhooks.forwarder import Forwarder
 from exporter.webhooks.pool import WorkerPool
@@ -120,6 +122,9 @@ def build(
         metrics.add(PlanCollector(poller.budget_use,
                                   poller.waba_intervals))
     usage = UsageCollector(store, clock, settings.month_grace_seconds, owns)
+    if settings.spend_budgets is not None:
+        data.register(SpendBudgetCollector(load_spend_budgets(settings.spend_budgets),
+                                           _polled_clients(store, owns)))
     parts: list[Fragments[Any]] = [usage]
 
     webhooks = webhook_app = forwarder = forward_wake = forward_client = reconciler = None
@@ -202,6 +207,21 @@ def _channel_lookup(store: Store) -> Callable[[str], ChannelLabel | None]:
         return cache.get(phone_digits) if phone_digits else None
 
     return lookup
+
+
+def _polled_clients(store: Store, owns: Callable[[Channel], bool]) -> Callable[[], set[str]]:
+    """The clients this replica polls (for the default spend budget), rebuilt when discovery
+    changes."""
+    cache: dict[str, set[str]] = {"clients": set()}
+    seen = {"channels": -1}
+
+    def clients() -> set[str]:
+        if seen["channels"] != id(store.channels):
+            cache["clients"] = {ch.client_id for ch in store.channels.values() if owns(ch)}
+            seen["channels"] = id(store.channels)
+        return cache["clients"]
+
+    return clients
 
 
 def _receiver_config(settings: Settings) -> WorkerConfig:

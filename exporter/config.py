@@ -28,6 +28,7 @@ from pydantic_settings import (
 )
 
 from exporter.domain import Limit
+from exporter.spend.budgets import load_spend_budgets
 from exporter.webhooks.ratecard import load_rate_card
 
 ENV_PREFIX = "D360_"
@@ -142,6 +143,9 @@ class Settings(BaseSettings):
     webhook_forward_concurrency: int = Field(4, ge=1, le=64)
     webhook_forward_max_age_seconds: float = Field(7 * 86_400, gt=0)
 
+    # Spend budgets (TOML): exposed as whatsapp_spend_budget for the budget alerts
+    spend_budgets: Path | None = None
+
     # Selection and sharding
     allow_client_ids: IdList = Field(default_factory=list)
     deny_client_ids: IdList = Field(default_factory=list)
@@ -182,6 +186,13 @@ class Settings(BaseSettings):
     def _check_rate_card(cls, value: Path | None) -> Path | None:
         if value is not None:
             load_rate_card(value)  # a RateCardError is a ValueError naming the file and entry
+        return value
+
+    @field_validator("spend_budgets")
+    @classmethod
+    def _check_spend_budgets(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_spend_budgets(value)  # a SpendBudgetError is a ValueError naming file and entry
         return value
 
     @field_validator("webhook_forward_headers")
