@@ -11,6 +11,10 @@ Two things make a naive month-to-date ratio lie, and both are handled here:
   first delivery, each channel is compared from its first poll after webhooks for it arrived:
   that pair is stored as a baseline and both sides count from there.
 
+A ratio appears only once the poll has grown by `MIN_MESSAGES` in its category: the two sources
+are read at one instant but not in one step, so a message or two is always in flight between
+them, and over a handful of messages that alone reads as a rate card or a receiver far off.
+
 Group messages are compared under their base category (`group_marketing` with `marketing`) on
 both sides: Meta prices them at the base category's rate, and how its analytics name them was
 not found, so folding both sides holds whichever way they are reported.
@@ -33,6 +37,9 @@ from exporter.webhooks.counting import GROUP_BASE, MonthKey
 from exporter.webhooks.state import Baseline, WebhookState
 
 Totals = dict[str, tuple[float, float]]  # category -> (messages, cost)
+
+# With this many messages of growth, each message in flight moves a ratio by at most 1%.
+MIN_MESSAGES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +103,7 @@ def webhook_totals(tallies: dict[MonthKey, tuple[float, float]], channel: Channe
 def ratios(channel: Channel, pair: Pair, baseline: Baseline, card_currency: str | None,
            ) -> list[Ratio]:
     """Webhook growth over polled growth since the baseline (all of the month without one),
-    where the poll grew (a category the webhooks miss shows as 0)."""
+    where the poll grew by at least `MIN_MESSAGES` (a category the webhooks miss shows as 0)."""
     # Cost compares only in one currency: the card's must be the WABA's billing currency.
     same_currency = card_currency is not None and pair.currency.upper() == card_currency
     out = []
@@ -104,9 +111,10 @@ def ratios(channel: Channel, pair: Pair, baseline: Baseline, card_currency: str 
         polled_messages, polled_cost = pair.polled[category]
         seen_messages, seen_cost = pair.webhook.get(category, (0.0, 0.0))
         base = baseline.get(category, (0.0, 0.0, 0.0, 0.0))
-        if polled_messages - base[0] > 0:
-            out.append(Ratio(channel.waba_label, channel.id, category, "messages",
-                             (seen_messages - base[2]) / (polled_messages - base[0])))
+        if polled_messages - base[0] < MIN_MESSAGES:
+            continue
+        out.append(Ratio(channel.waba_label, channel.id, category, "messages",
+                         (seen_messages - base[2]) / (polled_messages - base[0])))
         if same_currency and polled_cost - base[1] > 1e-9:
             out.append(Ratio(channel.waba_label, channel.id, category, "cost",
                              (seen_cost - base[3]) / (polled_cost - base[1])))
@@ -179,7 +187,8 @@ class ReconciliationCollector(Collector):
             "Webhook estimate divided by the polled number for the current billing month, as of "
             "the channel's last poll, per category (measure: messages or cost); 1 means they "
             "agree. In the receiver's first month both count from the first poll after webhooks "
-            "for the channel arrived.", labels=["waba_id", "channel_id", "category", "measure"])
+            f"for the channel arrived. Shown once the poll grew by {MIN_MESSAGES} messages in "
+            "the category.", labels=["waba_id", "channel_id", "category", "measure"])
         for r in self._reconciler.ratios():
             family.add_metric([r.waba_id, r.channel_id, r.category, r.measure], r.value)
         yield family

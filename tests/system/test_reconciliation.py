@@ -21,6 +21,7 @@ MAY = calendar.timegm((2026, 5, 12, 9, 0, 0))  # mid-month: the receiver's first
 NOVEMBER = calendar.timegm((2026, 11, 12, 9, 0, 0))  # service and in-window utility charged
 HMAC = "reconcile-hmac"
 STEP = 10.0
+HOURS = 3
 
 
 def emitter_for(rig: Rig, start: float) -> tuple[WebhookEmitter, httpx.AsyncClient]:
@@ -33,15 +34,16 @@ def emitter_for(rig: Rig, start: float) -> tuple[WebhookEmitter, httpx.AsyncClie
 
 @pytest.mark.parametrize("start", [MAY, NOVEMBER], ids=["may-2026", "november-2026"])
 async def test_webhook_estimate_matches_the_polled_truth(tmp_path, start):
-    """After two hours, with a restart in between, each channel's webhook messages and cost
-    since the baseline are within 5% of the polled growth, and the ratios survive a restart."""
+    """After three hours, with a restart in between, each busy channel's webhook messages and
+    cost since the baseline are within 2% of the polled growth, and the ratios survive a
+    restart."""
     clock = FakeClock(start)
     fleet = build_fleet(7, waba_sizes=(3, 1), clients=1)
     rig = Rig(fleet, SimulatedApi(fleet, clock.now), clock, tmp_path / "s.db",
               webhook_hmac_secret=SecretStr(HMAC), webhook_rate_card=EXAMPLE_RATE_CARD)
     emitter, client = emitter_for(rig, start)
     t = float(start)
-    while t < start + 2 * 3600:
+    while t < start + HOURS * 3600:
         t += STEP
         clock.set(t)
         await emitter.tick()
@@ -64,7 +66,8 @@ async def test_webhook_estimate_matches_the_polled_truth(tmp_path, start):
     await client.aclose()
     await rig.exporter.aclose()
 
-    busy = [ch for ch in fleet.channels() if ch.activity > 0]
+    # A quiet channel (activity 0.2) has not grown by MIN_MESSAGES in any category yet.
+    busy = [ch for ch in fleet.channels() if ch.activity >= 1]
     assert {dict(k)["channel_id"] for k in ratios} == {ch.id for ch in busy}
     checked = 0
     for labels, value in ratios.items():
@@ -73,7 +76,7 @@ async def test_webhook_estimate_matches_the_polled_truth(tmp_path, start):
         assert channel is not None
         assert d["waba_id"] == channel.waba_external_id
         if d["category"] in {"marketing", "service", "utility"}:
-            assert abs(value - 1) < 0.05, (d, value)
+            assert abs(value - 1) < 0.02, (d, value)
             checked += 1
     assert checked >= 4 * len(busy)
     assert any(dict(k)["measure"] == "cost" for k in ratios)
