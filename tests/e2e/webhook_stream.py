@@ -3,6 +3,7 @@ user's application. Shared by the webhook end-to-end tests."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -38,8 +39,22 @@ class Truth:
 
 
 def sign(body: bytes) -> dict[str, str]:
+    """Signed as Meta signs a direct delivery (Meta, Webhooks > payload validation)."""
     digest = hmac.new(HMAC_SECRET.encode(), body, hashlib.sha256).hexdigest()
     return {"Content-Type": "application/json", "X-Hub-Signature-256": "sha256=" + digest}
+
+
+# 360dialog's header does not say how its digest is written (docs.360dialog.com, partner >
+# webhook events and setup > signature validation), so the stream uses every form accepted.
+DIALOG_FORMS = ("hex", "sha256=hex", "base64")
+
+
+def sign_360dialog(body: bytes, form: str) -> dict[str, str]:
+    """Signed as 360dialog relays a delivery: the partner's secret, x-360dialog-signature."""
+    mac = hmac.new(HMAC_SECRET.encode(), body, hashlib.sha256)
+    value = {"hex": mac.hexdigest(), "sha256=hex": "sha256=" + mac.hexdigest(),
+             "base64": base64.b64encode(mac.digest()).decode()}[form]
+    return {"Content-Type": "application/json", "x-360dialog-signature": value}
 
 
 def stream(seed: int, deliveries: int, channels: int = 3) -> tuple[list[bytes], Truth]:
