@@ -101,7 +101,8 @@ def test_the_example_prices_a_month_before_and_after_october_2026_by_the_card_in
 
 def test_the_examples_current_period_prices_service_and_names_every_auth_international_market():
     """From October 2026 each market with a utility price prices service at it, and each of
-    Meta's nine authentication-international markets is its own market."""
+    Meta's eighteen authentication-international markets (nine more since 2026-10-01) is its
+    own market, unpriced where no figure was found rather than priced as "Other"."""
     period = load_rate_card(EXAMPLE).period_at(NOVEMBER_2026)
     assert period is not None
     for market in period.markets.values():
@@ -110,11 +111,19 @@ def test_the_examples_current_period_prices_service_and_names_every_auth_interna
     numbers = {"Egypt": "201001234567", "India": "919812345678", "Indonesia": "6281234567890",
                "Malaysia": "60123456789", "Nigeria": "2348012345678", "Pakistan": "923001234567",
                "Saudi Arabia": "966501234567", "South Africa": "27821234567",
-               "UAE": "971501234567"}
+               "UAE": "971501234567", "Bangladesh": "8801712345678", "Iraq": "9647701234567",
+               "Nepal": "9779801234567", "Sri Lanka": "94771234567",
+               "Kazakhstan": "77011234567", "Kuwait": "96550012345", "Morocco": "212612345678",
+               "Oman": "96891234567", "Ukraine": "380501234567"}
     for name, number in numbers.items():
         found = period.market_of(number)
         assert found is not None
         assert found.name == name
+    card = load_rate_card(EXAMPLE)
+    assert card.message_price("77011234567", "authentication", at=NOVEMBER_2026) is None
+    russia = period.market_of("79161234567")  # +7 but not Kazakhstan's +76/+77
+    assert russia is not None
+    assert russia.name == "Other"
 
 
 def test_every_price_in_the_examples_current_period_says_where_it_comes_from():
