@@ -82,6 +82,7 @@ webhook-forward-url: {{ . | b64enc | quote }}
 
 {{- define "wue.stateDir" -}}/var/lib/whatsapp-usage-exporter{{- end }}
 {{- define "wue.rateCardDir" -}}/etc/whatsapp-usage-exporter{{- end }}
+{{- define "wue.spendBudgetsDir" -}}/etc/whatsapp-usage-exporter-spend{{- end }}
 
 {{/* With shards, only shard 0 receives webhooks: dedupe keys live in each pod's own state. */}}
 {{- define "wue.webhookServiceName" -}}
@@ -179,6 +180,10 @@ webhook-forward-url: {{ . | b64enc | quote }}
   value: {{ include "wue.rateCardDir" . }}/rate-card.toml
 {{- end }}
 {{- end }}
+{{- if $v.spendBudgets }}
+- name: D360_SPEND_BUDGETS
+  value: {{ include "wue.spendBudgetsDir" . }}/spend-budgets.toml
+{{- end }}
 {{- range $name, $value := $v.config }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
@@ -200,6 +205,7 @@ metadata:
   annotations:
     checksum/secret: {{ include "wue.chartSecretData" . | sha256sum }}
     checksum/rate-card: {{ $v.webhook.rateCard | sha256sum }}
+    checksum/spend-budgets: {{ $v.spendBudgets | sha256sum }}
     {{- with $v.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -259,6 +265,11 @@ spec:
           mountPath: {{ include "wue.rateCardDir" . }}
           readOnly: true
         {{- end }}
+        {{- if $v.spendBudgets }}
+        - name: spend-budgets
+          mountPath: {{ include "wue.spendBudgetsDir" . }}
+          readOnly: true
+        {{- end }}
   volumes:
     {{- if le (int $v.shards) 1 }}
     - name: state
@@ -280,6 +291,11 @@ spec:
     - name: rate-card
       configMap:
         name: {{ include "wue.fullname" . }}-rate-card
+    {{- end }}
+    {{- if $v.spendBudgets }}
+    - name: spend-budgets
+      configMap:
+        name: {{ include "wue.fullname" . }}-spend-budgets
     {{- end }}
   {{- with $v.nodeSelector }}
   nodeSelector:
