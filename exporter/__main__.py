@@ -23,7 +23,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="whatsapp-usage-exporter",
         description="Prometheus exporter for WhatsApp Business usage and cost via 360dialog. "
-        "With no Partner API credentials it runs in demo mode against a built-in simulator.",
+        "With Partner API credentials it polls the API; with only a webhook secret it counts "
+        "webhooks; with neither (and D360_DEMO not false) it runs in demo mode against a "
+        "built-in simulator.",
     )
     p.add_argument("command", nargs="?", choices=["probe"],
                    help="probe: one call of each kind against the configured API, inside the "
@@ -53,10 +55,26 @@ def settings_from(args: argparse.Namespace) -> Settings:
         k: v for k, v in vars(args).items()
         if k not in ("check_config", "command", "channel_id") and v is not None
     }
-    settings = load_settings(**overrides)
-    if not settings.has_credentials and not settings.webhooks_enabled and not settings.demo:
-        settings = settings.model_copy(update={"demo": True})
-    return settings
+    return load_settings(**overrides)
+
+
+def check_config(settings: Settings) -> list[str]:
+    """`--check-config`: what the process will do, mode first, then the settings it will use;
+    or a `ConfigError` when the state path or a listen host cannot be used on this machine."""
+    from exporter.preflight import (  # noqa: PLC0415 - only this command and a start need it
+        check_resolves,
+        state_directories_to_create,
+    )
+
+    check_resolves("D360_LISTEN_ADDRESS", settings.listen_address, settings.listen[0])
+    if settings.webhooks_enabled:
+        check_resolves("D360_WEBHOOK_LISTEN_ADDRESS", settings.webhook_listen_address,
+                       settings.webhook_listen[0])
+    missing = state_directories_to_create(settings.state_path)
+    lines = settings.mode_lines()
+    if missing:
+        lines.append(f"state=will create {missing[0]} for {settings.state_path}")
+    return lines + [f"{key}={value}" for key, value in settings.masked().items()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,8 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     if args.check_config:
-        for key, value in settings.masked().items():
-            print(f"{key}={value}")
+        try:
+            lines = check_config(settings)
+        except ConfigError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return 2
+        print("\n".join(lines))
         return 0
     secrets = [s.get_secret_value() for s in (settings.api_key, settings.password,
                                               settings.webhook_secret,
@@ -86,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(serve(settings))
-    except (ConfigError, StateError, ValueError) as exc:
+    except ConfigError as exc:  # a listener or the state path: one line, as for a bad setting
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except (StateError, ValueError) as exc:
         structlog.get_logger("exporter").error("startup_failed", error=str(exc))
         return 2
     except KeyboardInterrupt:
@@ -99,7 +124,7 @@ async def _probe(settings: Settings, channel_id: str | None) -> int:
     from exporter.probe import as_text, run_probe  # noqa: PLC0415 - only this command needs it
 
     demo = None
-    if settings.demo:
+    if settings.mode == "demo":
         from exporter.demo import Demo  # noqa: PLC0415 - loads the simulator: demo only
 
         settings, demo = await Demo.start(settings)

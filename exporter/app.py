@@ -12,7 +12,7 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
@@ -32,9 +32,10 @@ from exporter.polling.ledger import Ledger
 from exporter.polling.poller import Poller
 from exporter.polling.sharding import ShardBudgets
 from exporter.polling.store import Store
+from exporter.preflight import bind_listener, prepare_state_path
 from exporter.reconcile import Reconciler, ReconciliationCollector
 from exporter.runtime import loopback_url, process_webhooks, refresh_exposition
-from exporter.serving import bind_socket, cancel_and_wait, embedded_server, url_of
+from exporter.serving import cancel_and_wait, embedded_server, url_of
 from exporter.spend.budgets import load_spend_budgets
 from exporter.spend.collector import SpendBudgetCollector
 from exporter.webhooks.collector import WebhookCollector
@@ -45,6 +46,9 @@ from exporter.webhooks.receiver import WebhookAuth, WebhookReceiver
 from exporter.webhooks.receiver import webhook_app as receiver_app
 from exporter.webhooks.state import ChannelLabel, WebhookState, digits
 from exporter.webhooks.worker import WorkerConfig
+
+if TYPE_CHECKING:
+    from exporter.demo import Demo
 
 log = structlog.get_logger("exporter")
 
@@ -268,25 +272,52 @@ def _build_for_life(settings: Settings, mode: str) -> Exporter:
 
 
 async def serve(settings: Settings) -> None:
-    """Run the exporter until SIGINT/SIGTERM: demo simulator if asked, HTTP server, poller."""
-    demo = None
-    mode = "polling the 360dialog Partner API"
-    if settings.demo:
-        from exporter.demo import MODE, Demo  # noqa: PLC0415 - loads the simulator: demo only
+    """Run the exporter until SIGINT/SIGTERM: demo simulator if asked, HTTP server, poller.
 
-        settings, demo = await Demo.start(settings)
-        mode = MODE
+    The listeners are bound and the state path prepared before anything else runs, so a port
+    in use, a host that does not resolve or an unusable state path ends the start with one
+    `ConfigError` line naming the setting, before the demo or the state are loaded."""
+    listener = bind_listener("D360_LISTEN_ADDRESS", settings.listen_address, settings.listen)
+    webhook_socket: socket.socket | None = None
+    try:
+        if settings.webhooks_enabled:
+            webhook_socket = bind_listener("D360_WEBHOOK_LISTEN_ADDRESS",
+                                           settings.webhook_listen_address,
+                                           settings.webhook_listen)
+        prepare_state_path(settings.state_path)
+        await _serve_on(settings, listener, webhook_socket)
+    finally:
+        for sock in (listener, webhook_socket):
+            if sock is not None:
+                sock.close()  # a no-op for a socket its server has closed
 
-    if not settings.polling_enabled:
-        mode = "webhook-only: counting webhooks, no Partner API polling"
-    exporter = _build_for_life(settings, mode)
-    servers = [(embedded_server(exporter.http_app), bind_socket(*settings.listen))]
+
+async def _start(settings: Settings) -> tuple[Settings, Exporter, Demo | None, str]:
+    """The demo's simulator if this is the demo, then the exporter built on it."""
+    if settings.mode != "demo":
+        mode = ("webhook-only: counting webhooks, no Partner API polling"
+                if settings.mode == "webhook-only" else "polling the 360dialog Partner API")
+        return settings, _build_for_life(settings, mode), None, mode
+    from exporter.demo import MODE, Demo  # noqa: PLC0415 - loads the simulator: demo only
+
+    settings, demo = await Demo.start(settings)
+    try:
+        return settings, _build_for_life(settings, MODE), demo, MODE
+    except BaseException:
+        await demo.stop()
+        raise
+
+
+async def _serve_on(settings: Settings, listener: socket.socket,
+                    webhook_socket: socket.socket | None) -> None:
+    settings, exporter, demo, mode = await _start(settings)
+    servers = [(embedded_server(exporter.http_app), listener)]
     tasks = [asyncio.create_task(refresh_exposition(exporter.exposition), name="exposition")]
     if exporter.poller is not None:
         tasks.append(asyncio.create_task(exporter.poller.run(), name="poller"))
-    webhook_socket = pool = None
+    pool = None
     if exporter.webhook_app is not None and exporter.webhooks is not None:
-        webhook_socket = bind_socket(*settings.webhook_listen)
+        assert webhook_socket is not None, "bound whenever the settings enable webhooks"
         if settings.webhook_workers:
             pool = _worker_pool(exporter, webhook_socket)
             await pool.start()

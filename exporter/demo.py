@@ -1,7 +1,8 @@
 """Demo mode: the simulated Partner API in this process, and its webhooks sent to our receiver.
 
-Imported only when `D360_DEMO` is on (or no credentials are given), so a production start-up
-never loads the simulator.
+Imported only in demo mode (`D360_DEMO=true`, or no credentials and no webhook auth: see
+`config.decide_mode`), so a production start-up never loads the simulator. The demo's defaults
+for the state path and the rate card are set by `Settings`, so `--check-config` shows them.
 """
 
 from __future__ import annotations
@@ -9,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import structlog
 from pydantic import SecretStr
 
 from exporter.clock import SystemClock
-from exporter.config import Settings
+from exporter.config import DEMO_STATE_PATH, EXAMPLE_RATE_CARD, Settings
 from exporter.serving import cancel_and_wait
 from exporter.simulator.app import SimulatedApi
 from exporter.simulator.fleet import Fleet, build_fleet
@@ -25,8 +25,8 @@ from exporter.simulator.webhooks import WebhookEmitter
 
 log = structlog.get_logger("exporter")
 
-DEMO_STATE_PATH = Path("whatsapp-usage-exporter-demo.sqlite3")
-EXAMPLE_RATE_CARD = Path(__file__).parent / "webhooks" / "ratecards" / "example-usd.toml"
+__all__ = ["DEMO_STATE_PATH", "EXAMPLE_RATE_CARD", "MODE", "Demo"]
+
 MODE = "DEMO MODE: polling a built-in simulated 360dialog API with made-up data"
 
 
@@ -44,21 +44,20 @@ class Demo:
         sim = SimulatedApi(fleet, SystemClock().now)
         simulator = await start_server(sim)
         update: dict[str, object] = {
+            "demo": True,  # the simulator's key below must not turn this into polling
             "api_url": simulator.url + "/api/v2",
             "partner_id": fleet.partner_id,
             "api_key": SecretStr(sim.api_key),
             "username": None,
             "password": None,
         }
-        if "state_path" not in settings.model_fields_set:
-            update["state_path"] = DEMO_STATE_PATH
-        if not settings.webhooks_enabled:
+        if not settings.webhook_auth_given:
             # The simulator signs its webhooks with a secret made for this run.
             update["webhook_hmac_secret"] = SecretStr(secrets.token_hex(16))
-        if settings.webhook_rate_card is None:
-            update["webhook_rate_card"] = EXAMPLE_RATE_CARD  # the simulator's own prices
+        why = ("D360_DEMO=true; any Partner API credentials given are not used" if settings.demo
+               else "no Partner API credentials nor webhook auth given")
         log.warning("demo_mode", simulator_url=simulator.url, channels=len(fleet.channels()),
-                    note="no Partner API credentials given; the numbers are simulated")
+                    note=f"{why}; the numbers are simulated")
         return settings.model_copy(update=update), cls(fleet, simulator)
 
     def send_webhooks(self, settings: Settings, receiver_url: str) -> None:

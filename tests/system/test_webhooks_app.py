@@ -76,7 +76,10 @@ async def test_webhooks_join_the_polled_series_on_channel_and_waba(tmp_path):
 
 
 def test_a_webhook_port_without_auth_refuses_to_start(monkeypatch):
-    """Setting a webhook address with no secret and no explicit open mode is a config error."""
+    """Polling with a webhook address but no secret and no explicit open mode is a config
+    error (without credentials the address would move the demo's receiver instead)."""
+    monkeypatch.setenv("D360_PARTNER_ID", "pa")
+    monkeypatch.setenv("D360_API_KEY", "k")
     monkeypatch.setenv("D360_WEBHOOK_LISTEN_ADDRESS", "127.0.0.1:10361")
     with pytest.raises(ConfigError, match="D360_WEBHOOK_SECRET"):
         load_settings()
