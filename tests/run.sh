@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
 # The test command (README and CI): installs what the tests need, then lints, type-checks and
 # runs every test. Re-running is cheap: installs are skipped when already there.
+#   ./tests/run.sh            everything but the soak tests (what CI runs)
+#   ./tests/run.sh -m soak    the soak tests
+#   ./tests/run.sh --fast     lint, type-check, then only tests/unit and tests/component
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+paths=()
+if [ "${1:-}" = "--fast" ]; then
+    shift
+    paths=(tests/unit tests/component)
+fi
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
@@ -12,9 +21,11 @@ fi
 .venv/bin/python -m pip install --quiet -e '.[test]'
 
 # Debian tools the tests drive for real: Prometheus and promtool (end-to-end scrapes, alert rule
-# tests, dashboard queries), buildah and debootstrap (build and run the container image).
+# tests, dashboard queries), buildah and debootstrap (build and run the container image),
+# docker-compose (validates examples/compose.yaml; no Docker daemon needed).
 missing=""
 command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
+command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
 command -v buildah >/dev/null 2>&1 || missing="$missing buildah"
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing="$missing debootstrap"
 if [ -n "$missing" ]; then
@@ -27,4 +38,4 @@ fi
 
 .venv/bin/ruff check .
 .venv/bin/mypy
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest "${paths[@]}" "$@"
