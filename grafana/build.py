@@ -174,6 +174,46 @@ def thresholds(*steps: tuple[float | None, str]) -> dashboard_builder.Thresholds
             .steps([model.Threshold(value=v, color=c) for v, c in steps]))
 
 
+# --- Spend budgets ---------------------------------------------------------------------------
+
+# The forecast's recent rate, as in the recording rules (the chart's alerts.spendForecastWindow).
+SPEND_WINDOW = "7d"
+# Seconds from each evaluation until the next UTC month starts.
+MONTH_LEFT = "scalar((days_in_month() - day_of_month() + 1) * 86400 - time() % 86400)"
+# The offset in days that lands on the same day of the previous month: that month's length, or
+# today's day of the month where the previous month is shorter (then its last day).
+PREVIOUS_SAME_DAY = ("clamp_min(days_in_month(time() - day_of_month() * 86400), "
+                     "scalar(day_of_month()))")
+BUDGET = 'max by (client_id, currency) (whatsapp_spend_budget{client_id=~"$client", waba_id=""})'
+BUDGET_NOTE = ("Budgets come from the exporter's D360_SPEND_BUDGETS file (whatsapp_spend_budget); "
+               "a budget compares only with spend in its own currency. Spend is messaging plus "
+               "call cost.")
+FORECAST_NOTE = (f"The forecast is the month so far plus the average rate of the last "
+                 f"{SPEND_WINDOW} for the time left in the month, as the budget alerts compute "
+                 f"it; with less history than that it reads low.")
+
+
+def spend(by: str, offset: str = "") -> str:
+    """Month-to-date messaging plus call cost; `or` keeps clients that have only one of them
+    (their label sets differ, so nothing is dropped as a duplicate)."""
+    shift = f" offset {offset}" if offset else ""
+    return (f"sum by ({by}) (whatsapp_cost_total{{{POLLED}}}{shift} "
+            f"or whatsapp_call_cost_total{{{POLLED}}}{shift})")
+
+
+def spend_forecast(by: str) -> str:
+    rate = (f"sum by ({by}) (rate(whatsapp_cost_total{{{POLLED}}}[{SPEND_WINDOW}]) "
+            f"or rate(whatsapp_call_cost_total{{{POLLED}}}[{SPEND_WINDOW}]))")
+    return f"{spend(by)} + {rate} * {MONTH_LEFT}"
+
+
+def spend_previous_month(by: str) -> str:
+    """The month-to-date spend at the same day and time of the previous month: one offset per
+    possible month length, of which the one that fits the evaluation time is kept."""
+    return " or ".join(f"({spend(by, f'{days}d')} and on () ({PREVIOUS_SAME_DAY} == {days}))"
+                       for days in (28, 29, 30, 31))
+
+
 # --- Usage & costs ---------------------------------------------------------------------------
 
 
@@ -260,6 +300,48 @@ def usage_costs() -> dict[str, object]:
           f"The running month-to-date messaging cost per currency. {POLLED_NOTE} {MONTH_NOTE} "
           f"{MONEY_NOTE}",
           [query(f"sum by (currency) ({cost})", "{{currency}}")], width=12, height=8)
+
+    b.row("Spend against budget (polled)")
+    per_client = "client_id, currency"
+    b.add(merged_table({"client_id": "Client", "currency": "Currency", "Value #A": "Spent",
+                        "Value #B": "Budget", "Value #C": "Forecast"}).decimals(2),
+          "Budgets this month per client",
+          f"Month-to-date spend, the monthly budget and the projected month-end spend per "
+          f"client. {BUDGET_NOTE} {FORECAST_NOTE} {POLLED_NOTE} {MONEY_NOTE}",
+          [query(spend(per_client), instant=True, table_format=True),
+           query(BUDGET, instant=True, table_format=True),
+           query(spend_forecast(per_client), instant=True, table_format=True)],
+          width=12, height=8)
+    b.add(bars("percentunit", 0).min(0).thresholds(
+              thresholds((None, "green"), (0.8, "orange"), (1, "red"))),
+          "Share of budget per client",
+          f"Spent so far, and forecast by the month's end, as a share of each client's budget "
+          f"(1 is the whole budget). {BUDGET_NOTE} {FORECAST_NOTE}",
+          [query(f"sort_desc({spend(per_client)} / on (client_id, currency) {BUDGET})",
+                 "{{client_id}} spent", instant=True),
+           query(f"sort_desc(({spend_forecast(per_client)}) / on (client_id, currency) "
+                 f"{BUDGET})", "{{client_id}} forecast", instant=True)], width=12, height=8)
+    b.add(over_time("short"), "Spend, budget and forecast per client",
+          f"The running month-to-date spend per client beside its budget and its projected "
+          f"month-end spend. {BUDGET_NOTE} {FORECAST_NOTE} {MONTH_NOTE} {MONEY_NOTE}",
+          [query(spend(per_client), "{{client_id}} spent ({{currency}})"),
+           query(BUDGET, "{{client_id}} budget ({{currency}})"),
+           query(spend_forecast(per_client), "{{client_id}} forecast ({{currency}})")],
+          width=24, height=9)
+    b.add(over_time("short"), "This month against the same days of the previous month",
+          f"Month-to-date spend per currency, and what it was at the same day and time of the "
+          f"previous month (its last day where that month is shorter). The previous month "
+          f"needs that much history in Prometheus, scraped or backfilled. {MONTH_NOTE} "
+          f"{MONEY_NOTE}",
+          [query(spend("currency"), "this month ({{currency}})"),
+           query(spend_previous_month("currency"), "previous month ({{currency}})")],
+          width=16, height=8)
+    b.add(big_number("percentunit", 0), "This month against the previous",
+          "Month-to-date spend per currency as a share of the spend at the same day and time "
+          "of the previous month: above 1 is more than then. Empty without a previous month "
+          f"of history. {POLLED_NOTE}",
+          [query(f"{spend('currency')} / ({spend_previous_month('currency')})",
+                 "{{currency}}", instant=True)], width=8, height=8)
 
     b.row("Balances")
     b.add(bars("short", 2), "Partner balance",

@@ -38,6 +38,9 @@ SUBSTITUTIONS = (
     ("$channel", ".*"),
 )
 RANGE_WINDOW_SECONDS = 120
+# The previous month's panels need a month of history, which this test does not have; their
+# arithmetic is checked on known series in tests/component/test_spend_dashboard.py.
+NEEDS_LAST_MONTH = "offset 28d"
 RANGE_STEP = "15s"
 DEADLINE_SECONDS = 110
 
@@ -126,12 +129,15 @@ def simulator_with_webhooks(tmp_path: Path, webhook_port: int) -> Iterator[str]:
 
 
 def test_every_dashboard_query_returns_data(simulator_with_webhooks, webhook_port, sink,
-                                            start_exporter, prometheus):
+                                            start_exporter, prometheus, tmp_path):
     """Every panel query of every dashboard runs without error and returns series once the
     exporter has polled and received webhooks for a minute or so."""
-    queries = panel_queries()
+    queries = [q for q in panel_queries() if NEEDS_LAST_MONTH not in q[1]]
     assert queries
+    budgets = tmp_path / "spend-budgets.toml"
+    budgets.write_text('[default]\namount = 100\ncurrency = "USD"\n')
     _, url = start_exporter(fast_env(simulator_with_webhooks) | {
+        "D360_SPEND_BUDGETS": str(budgets),
         "D360_WEBHOOK_HMAC_SECRET": HMAC_SECRET,
         "D360_WEBHOOK_LISTEN_ADDRESS": f"127.0.0.1:{webhook_port}",
         "D360_WEBHOOK_RATE_CARD": str(CARD),
