@@ -1,0 +1,259 @@
+"""The async shell of backfill: one past range at a time, charged like any live call, at the
+lowest priority (see `plan` for the rule), kept in the state file as it lands.
+
+It starts one usage window after the exporter did, so the first round of live polls, which
+bunches calls at start, has left every window before the past takes its share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import structlog
+
+from exporter.api.client import PartnerApi
+from exporter.api.errors import ApiError, ClientError
+from exporter.backfill.history import (
+    DONE,
+    UNAVAILABLE,
+    History,
+    MonthState,
+    month_from_report,
+)
+from exporter.backfill.plan import Range, jobs, live_calls, next_room, wanted_ranges
+from exporter.clock import Clock
+from exporter.domain import Limit
+from exporter.polling import ledger as budget
+from exporter.polling.ledger import Ledger, Scope
+from exporter.polling.schedule import ChannelPlan
+from exporter.polling.store import Store
+from exporter.retry import backoff
+
+log = structlog.get_logger("exporter.backfill")
+
+RETRY_BASE_SECONDS = 60.0
+RETRY_CAP_SECONDS = 3600.0
+IDLE_SECONDS = 60.0  # the longest sleep: new channels and plan changes are noticed within it
+
+
+def to_ms(t: float) -> int:
+    return int(t * 1000)
+
+
+class LivePlan(Protocol):
+    """What backfill reads of the live poller: its channels per WABA and their intervals."""
+
+    @property
+    def plans(self) -> Mapping[str, ChannelPlan]: ...
+
+    def wabas(self) -> Mapping[str, Sequence[str]]: ...
+
+    def waba_label(self, waba: str) -> str: ...
+
+
+class Backfill:
+    def __init__(self, *, api: PartnerApi, store: Store, ledger: Ledger, history: History,
+                 clock: Clock, live: LivePlan, months: int, usage_channel: Limit,
+                 usage_waba: Limit, balance_shares_usage: bool,
+                 start_delay: float | None = None) -> None:
+        self.api = api
+        self.store = store
+        self.ledger = ledger
+        self.history = history
+        self.clock = clock
+        self.live = live
+        self._limits = {budget.USAGE_CHANNEL: usage_channel, budget.USAGE_WABA: usage_waba}
+        self._balance_shares = balance_shares_usage
+        now = clock.now()
+        self.ranges: list[Range] = wanted_ranges(history.anchor(now), months)
+        self.states = history.states()
+        self._start_at = now + (usage_channel.window_seconds if start_delay is None
+                                else start_delay)
+        # Backfill calls per scope, for its share; restored from the state file.
+        self._calls: dict[Scope, list[int]] = defaultdict(list)
+        window_ms = max(limit.window_ms for limit in self._limits.values())
+        for channel_id, waba, t_ms in history.calls_since(to_ms(now) - window_ms):
+            self._calls[(budget.USAGE_CHANNEL, channel_id)].append(t_ms)
+            self._calls[(budget.USAGE_WABA, waba)].append(t_ms)
+        self._failures: dict[tuple[str, int], int] = {}
+        self._not_before: dict[tuple[str, int], float] = {}
+        self.calls = 0
+
+    # -- progress --------------------------------------------------------------------------------
+
+    def waba_progress(self, ids: Sequence[str]) -> tuple[int, int, int]:
+        """Of one WABA's channels: months wanted, fetched, not available from the API."""
+        done = unavailable = 0
+        for ch in ids:
+            for r in self.ranges:
+                state = self.states.get((ch, r.month_start))
+                if state is not None:
+                    done += state.status == DONE
+                    unavailable += state.status == UNAVAILABLE
+        return len(ids) * len(self.ranges), done, unavailable
+
+    def progress(self) -> list[tuple[str, int, int, int]]:
+        """Per WABA label: (label, months wanted, fetched, not available from the API)."""
+        return [(self.live.waba_label(waba), *self.waba_progress(ids))
+                for waba, ids in sorted(self.live.wabas().items())]
+
+    @property
+    def complete(self) -> bool:
+        return all(done + unavailable == wanted for _, wanted, done, unavailable in
+                   self.progress())
+
+    # -- the work --------------------------------------------------------------------------------
+
+    def _live(self, waba: str, channel_id: str) -> dict[str, int]:
+        """The live plan's calls per window in the two scopes a usage call charges."""
+        plans = self.live.plans
+
+        def intervals(ids: Sequence[str]) -> list[float]:
+            out: list[float] = []
+            for ch in ids:
+                plan = plans.get(ch)
+                if plan is None:
+                    continue
+                out.append(plan.usage_interval)
+                if self._balance_shares and plan.balance_interval is not None:
+                    out.append(plan.balance_interval)
+            return out
+
+        return {
+            budget.USAGE_CHANNEL: live_calls(
+                self._limits[budget.USAGE_CHANNEL].window_seconds, intervals([channel_id])),
+            budget.USAGE_WABA: live_calls(
+                self._limits[budget.USAGE_WABA].window_seconds,
+                intervals(self.live.wabas().get(waba, ()))),
+        }
+
+    def _room(self, waba: str, channel_id: str, now_ms: int) -> int:
+        """When a backfill call for the channel fits both its share and the ledger; -1: never
+        while the plan stays as it is."""
+        scopes = ((budget.USAGE_CHANNEL, channel_id), (budget.USAGE_WABA, waba))
+        at = next_room(self._limits, self._live(waba, channel_id),
+                       {kind: self._calls.get((kind, key), []) for kind, key in scopes},
+                       now_ms)
+        if at < 0:
+            return -1
+        return max(at, self.ledger.next_slot(scopes, at))
+
+    def _charge(self, waba: str, channel_id: str, now_ms: int) -> None:
+        # The share's count first: over-counting it after a crash only slows the past down.
+        self.history.record_call(channel_id, waba, now_ms)
+        scopes = ((budget.USAGE_CHANNEL, channel_id), (budget.USAGE_WABA, waba))
+        self.store.record_call(scopes, now_ms)
+        self.ledger.record(scopes, now_ms)
+        for scope in scopes:
+            self._calls[scope].append(now_ms)
+        self.calls += 1
+
+    def _prune(self, now_ms: int) -> None:
+        window_ms = max(limit.window_ms for limit in self._limits.values())
+        for scope, calls in list(self._calls.items()):
+            kept = [t for t in calls if t > now_ms - self._limits[scope[0]].window_ms]
+            if kept:
+                self._calls[scope] = kept
+            else:
+                del self._calls[scope]
+        self.history.prune_calls(now_ms - window_ms)
+
+    async def step(self) -> float:
+        """Make at most one backfill call; return when there may be room for the next."""
+        now = self.clock.now()
+        if now < self._start_at or not self.ranges:
+            return self._start_at if self.ranges else now + IDLE_SECONDS
+        now_ms = to_ms(now)
+        self._prune(now_ms)
+        waba_of = {ch: waba for waba, ids in self.live.wabas().items() for ch in ids}
+        wake = now + IDLE_SECONDS
+        for channel_id, r in jobs(self.ranges, waba_of, set(self.states)):
+            key = (channel_id, r.month_start)
+            waiting = self._not_before.get(key, 0.0)
+            if waiting > now:
+                wake = min(wake, waiting)
+                continue
+            waba = waba_of[channel_id]
+            at = self._room(waba, channel_id, now_ms)
+            if at != now_ms:
+                if at > 0:
+                    wake = min(wake, at / 1000)
+                continue
+            await self._fetch(waba, channel_id, r, now_ms)
+            return self.clock.now()
+        return wake
+
+    async def _fetch(self, waba: str, channel_id: str, r: Range, now_ms: int) -> None:
+        ch = self.store.channels.get(channel_id)
+        if ch is None:
+            return
+        self._charge(waba, channel_id, now_ms)
+        key = (channel_id, r.month_start)
+
+        def may_retry() -> bool:  # another granularity spelling: charged the same way
+            t_ms = to_ms(self.clock.now())
+            if self._room(waba, channel_id, t_ms) != t_ms:
+                return False
+            self._charge(waba, channel_id, t_ms)
+            return True
+
+        try:
+            report = await self.api.channel_usage(
+                ch.client_id, ch.id, r.month_start, r.end - 1, may_retry=may_retry,
+                currency=self._known_currency(channel_id, ch.client_id))
+        except ClientError as exc:
+            if exc.status in (400, 404):
+                # The API will not give this range: say so once and do not ask again.
+                self.history.put_unavailable(channel_id, r.month_start, r.end,
+                                             self.clock.now(), str(exc))
+                self.states[key] = MonthState(UNAVAILABLE, r.end, str(exc))
+                log.warning("backfill_month_unavailable", channel_id=channel_id,
+                            month_start=r.month_start, status=exc.status, detail=str(exc))
+                return
+            self._failed(key, exc)
+            return
+        except ApiError as exc:
+            self._failed(key, exc)
+            return
+        self.history.put(month_from_report(channel_id, r.month_start, r.end, report),
+                         self.clock.now())
+        self.states[key] = MonthState(DONE, r.end, "")
+        self._failures.pop(key, None)
+        self._not_before.pop(key, None)
+        self._log_waba_progress(waba)
+
+    def _failed(self, key: tuple[str, int], exc: ApiError) -> None:
+        n = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = backoff(n, RETRY_BASE_SECONDS, RETRY_CAP_SECONDS)
+        self._not_before[key] = self.clock.now() + delay
+        log.warning("backfill_fetch_failed", channel_id=key[0], month_start=key[1],
+                    kind=exc.kind, error=str(exc), retry_in_seconds=round(delay))
+
+    def _log_waba_progress(self, waba: str) -> None:
+        """A line when a WABA's history is complete, and at each tenth of the way."""
+        wanted, done, unavailable = self.waba_progress(self.live.wabas().get(waba, ()))
+        finished = done + unavailable
+        if finished == wanted or finished % max(1, wanted // 10) == 0:
+            log.info("backfill_progress", waba_id=self.live.waba_label(waba),
+                     months_wanted=wanted, months_done=done, months_unavailable=unavailable)
+
+    def _known_currency(self, channel_id: str, client_id: str) -> str:
+        if (balance := self.store.channel_balances.get(channel_id)) is not None:
+            return balance.currency
+        return next((b.currency for b in self.store.client_balances.get(client_id, [])), "")
+
+    async def run(self) -> None:
+        if not self.ranges:
+            return
+        log.info("backfill_started", months=len(self.ranges), anchor=self.history.anchor(0),
+                 starts_in_seconds=round(max(0.0, self._start_at - self.clock.now())))
+        while True:
+            wake = await self.step()
+            delay = min(IDLE_SECONDS, max(0.0, wake - self.clock.now()))
+            if delay > 0:
+                await self.clock.sleep(delay)
+            else:
+                await asyncio.sleep(0)
