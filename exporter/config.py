@@ -164,6 +164,9 @@ class Settings(BaseSettings):
     # channels' data 24% older overall; see bench/README.md.
     idle_weight: float = Field(1.0, gt=0, le=1)
     idle_after_polls: int = Field(12, ge=1)
+    # History: complete UTC months before the first start to fetch, at the lowest priority
+    # inside the same budgets (0: none); see `whatsapp-usage-exporter backfill`.
+    backfill_months: int = Field(0, ge=0, le=60)
 
     # Webhooks (on when a secret is set, or when explicitly open)
     webhook_listen_address: str = f"0.0.0.0:{DEFAULT_PORT + 1}"
@@ -402,7 +405,7 @@ _POLLING_SETTINGS = frozenset({
     "channel_balance_shares_usage_budget", "client_balance_scope",
     "client_balance_interval_seconds", "safety_margin", "discovery_interval_seconds",
     "usage_granularity", "close_out_delay_seconds", "idle_weight", "idle_after_polls",
-    "allow_client_ids", "deny_client_ids", "allow_waba_ids", "deny_waba_ids",
+    "backfill_months", "allow_client_ids", "deny_client_ids", "allow_waba_ids", "deny_waba_ids",
     "allow_channel_ids", "deny_channel_ids", "shard_index", "shard_count",
 })
 # What the demo puts in place of the Partner API settings when it starts its simulator.
