@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import TextIO
 
-from exporter.backfill.history import MonthHistory
+from exporter.backfill.history import History, MonthHistory
 from exporter.calendar import DAY
 from exporter.domain import Channel
 from exporter.labels import CATEGORIES, DIRECTIONS, OTHER, PRICING_TYPES
@@ -159,3 +160,14 @@ def by_channel(months: Iterable[MonthHistory],
         group.append(h)
     if current is not None and current in channels and group:
         yield channels[current], group
+
+
+def from_state(path: Path, channels: Mapping[str, Channel],
+               extra: Mapping[str, str]) -> Iterator[str]:
+    """The text of the history kept in the state file at `path`, read on a connection of its
+    own (so it may run in a thread while the exporter writes)."""
+    history = History(path)
+    try:
+        yield from chunks(lambda: by_channel(history.months(), channels), extra)
+    finally:
+        history.close()

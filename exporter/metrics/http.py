@@ -1,16 +1,17 @@
-"""The exporter's HTTP face: /metrics, /healthz, /readyz, and a small landing page."""
+"""The exporter's HTTP face: /metrics, /healthz, /readyz, /backfill (the fetched past), and a
+small landing page."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -72,16 +73,27 @@ class ChunksResponse(Response):
             await send({"type": "http.response.body", "body": chunk, "more_body": i < last})
 
 
+# The fetched past as OpenMetrics text, in pieces: produced in a thread, never on the loop.
+History = Callable[[], Iterator[str]]
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
 def metrics_app(exposition: Exposition, ready: Callable[[], bool], mode: str,
                 auth: ScrapeAuth | None = None,
-                on_unauthorized: Callable[[], None] = lambda: None) -> Starlette:
+                on_unauthorized: Callable[[], None] = lambda: None, *,
+                history: History | None = None) -> Starlette:
     auth = auth or ScrapeAuth()
 
-    async def metrics(request: Request) -> Response:
+    def refused(request: Request) -> Response | None:
         if auth.required and not auth.allows(request.headers.get("authorization", "")):
             on_unauthorized()
             return PlainTextResponse("unauthorized\n", status_code=401,
                                      headers={"WWW-Authenticate": auth.challenge()})
+        return None
+
+    async def metrics(request: Request) -> Response:
+        if (answer := refused(request)) is not None:
+            return answer
         accept = request.headers.get("accept", "")
         encoding = request.headers.get("accept-encoding", "")
         openmetrics = "application/openmetrics-text" in accept
@@ -99,6 +111,15 @@ def metrics_app(exposition: Exposition, ready: Callable[[], bool], mode: str,
             return PlainTextResponse("ready\n")
         return PlainTextResponse("not ready: waiting for the first discovery\n", status_code=503)
 
+    async def backfill(request: Request) -> Response:
+        if (answer := refused(request)) is not None:
+            return answer
+        if history is None:
+            return PlainTextResponse("no history: D360_BACKFILL_MONTHS is 0 or this process "
+                                     "does not poll\n", status_code=404)
+        # A sync iterator: Starlette runs it in its thread pool.
+        return StreamingResponse(history(), media_type=OPENMETRICS)
+
     async def landing(_: Request) -> Response:
         return HTMLResponse(_LANDING.format(mode=mode))
 
@@ -106,5 +127,6 @@ def metrics_app(exposition: Exposition, ready: Callable[[], bool], mode: str,
         Route("/metrics", metrics),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/backfill", backfill),
         Route("/", landing),
     ])
