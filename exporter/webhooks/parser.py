@@ -147,6 +147,8 @@ class Delivery:
 
 
 def _obj(value: Any, where: str) -> Mapping[str, Any]:
+    if type(value) is dict:  # what json.loads makes; the ABC check below costs more
+        return value
     if not isinstance(value, Mapping):
         raise MalformedWebhook(f"{where} must be an object")
     return value
@@ -161,6 +163,8 @@ def _list(value: Any, where: str) -> list[Any]:
 
 
 def _text(value: Any, where: str, *, required: bool = False, limit: int = 256) -> str:
+    if type(value) is str and value and len(value) <= limit:  # the common case, same result
+        return value
     if value is None or value == "":
         if required:
             raise MalformedWebhook(f"{where} is required")
@@ -214,26 +218,26 @@ def _billable(value: Any) -> bool | None:
     return None
 
 
-def _pricing(status: Mapping[str, Any], where: str) -> Pricing | None:
+def _pricing(status: Mapping[str, Any]) -> Pricing | None:
     raw = status.get("pricing")
     conversation = status.get("conversation")
     if raw is None and conversation is None:
         return None
-    pricing = _obj(raw, f"{where}.pricing") if raw is not None else {}
-    category = _label(pricing.get("category"), f"{where}.pricing.category")
+    pricing = _obj(raw, ".pricing") if raw is not None else {}
+    category = _label(pricing.get("category"), ".pricing.category")
     if not category and conversation is not None:
         # Graph <= v23 without a pricing category: the conversation's origin names it.
-        origin = _obj(_obj(conversation, f"{where}.conversation").get("origin") or {},
-                      f"{where}.conversation.origin")
-        category = _label(origin.get("type"), f"{where}.conversation.origin.type")
-    pricing_type = _label(pricing.get("type"), f"{where}.pricing.type")
+        origin = _obj(_obj(conversation, ".conversation").get("origin") or {},
+                      ".conversation.origin")
+        category = _label(origin.get("type"), ".conversation.origin.type")
+    pricing_type = _label(pricing.get("type"), ".pricing.type")
     # Meta is deprecating `billable`. Without it, whether Meta charges depends on the event's
     # time too (service is charged from 2026-10-01), so counting decides.
     billable = _billable(pricing.get("billable"))
     cost, cost_currency = _cost(pricing.get("cost"))
     return Pricing(
         billable=billable,
-        pricing_model=_label(pricing.get("pricing_model"), f"{where}.pricing.pricing_model"),
+        pricing_model=_label(pricing.get("pricing_model"), ".pricing.pricing_model"),
         category=category or "unknown",
         pricing_type=pricing_type or ("" if billable is None
                                       else "regular" if billable else "unknown"),
@@ -289,33 +293,34 @@ def _bsuid_country(*user_ids: str) -> str:
     return ""
 
 
-def _contacts(value: Mapping[str, Any], where: str) -> dict[str, str]:
+def _contacts(value: Mapping[str, Any]) -> dict[str, str]:
     """`contacts[]` as BSUID -> phone digits, for statuses and calls that name only the BSUID
     (a phone appears here while the user is in the business's contact book)."""
     phones: dict[str, str] = {}
-    for k, raw in enumerate(_list(value.get("contacts"), f"{where}.value.contacts")):
-        contact = _obj(raw, f"{where}.value.contacts[{k}]")
-        user_id = _text(contact.get("user_id"), f"{where}.value.contacts[{k}].user_id",
-                        limit=_ID_LIMIT)
-        phone = _phone(_text(contact.get("wa_id"), f"{where}.value.contacts[{k}].wa_id",
-                             limit=_ID_LIMIT))
+    for k, raw in enumerate(_list(value.get("contacts"), ".value.contacts")):
+        try:
+            contact = _obj(raw, "")
+            user_id = _text(contact.get("user_id"), ".user_id", limit=_ID_LIMIT)
+            phone = _phone(_text(contact.get("wa_id"), ".wa_id", limit=_ID_LIMIT))
+        except MalformedWebhook as exc:
+            raise _within(f".value.contacts[{k}]", exc) from None
         if user_id and phone:
             phones[user_id] = phone
     return phones
 
 
-def _status(status: Mapping[str, Any], w: str, origin: dict[str, str],
+def _status(status: Mapping[str, Any], origin: dict[str, str],
             phones: dict[str, str]) -> StatusEvent:
-    recipient_id = _text(status.get("recipient_id"), f"{w}.recipient_id", limit=_ID_LIMIT)
-    recipient_type = _label(status.get("recipient_type"), f"{w}.recipient_type") or "individual"
+    recipient_id = _text(status.get("recipient_id"), ".recipient_id", limit=_ID_LIMIT)
+    recipient_type = _label(status.get("recipient_type"), ".recipient_type") or "individual"
     # Meta's group examples spell the participant key both ways.
     participant_key = ("recipient_participant_id" if "recipient_participant_id" in status
                        else "participant_recipient_id")
-    participant = _text(status.get(participant_key), f"{w}.{participant_key}", limit=_ID_LIMIT)
-    user_id = _text(status.get("recipient_user_id"), f"{w}.recipient_user_id", limit=_ID_LIMIT)
+    participant = _text(status.get(participant_key), "." + participant_key, limit=_ID_LIMIT)
+    user_id = _text(status.get("recipient_user_id"), ".recipient_user_id", limit=_ID_LIMIT)
     parent_key = ("recipient_parent_user_id" if "recipient_parent_user_id" in status
                   else "parent_recipient_user_id")
-    parent = _text(status.get(parent_key), f"{w}.{parent_key}", limit=_ID_LIMIT)
+    parent = _text(status.get(parent_key), "." + parent_key, limit=_ID_LIMIT)
     if recipient_type == "group":
         phone = _phone(participant)
         country = _bsuid_country(participant, user_id, parent)
@@ -324,11 +329,11 @@ def _status(status: Mapping[str, Any], w: str, origin: dict[str, str],
         country = _bsuid_country(user_id, parent)
     return StatusEvent(
         **origin,
-        message_id=_text(status.get("id"), f"{w}.id", required=True),
-        status=_label(status.get("status"), f"{w}.status") or "unknown",
-        timestamp=_timestamp(status.get("timestamp"), f"{w}.timestamp"),
+        message_id=_text(status.get("id"), ".id", required=True),
+        status=_label(status.get("status"), ".status") or "unknown",
+        timestamp=_timestamp(status.get("timestamp"), ".timestamp"),
         recipient_id=recipient_id,
-        pricing=_pricing(status, w),
+        pricing=_pricing(status),
         recipient_type=recipient_type,
         participant_id=participant,
         recipient_user_id=user_id,
@@ -338,17 +343,17 @@ def _status(status: Mapping[str, Any], w: str, origin: dict[str, str],
     )
 
 
-def _call_status(status: Mapping[str, Any], w: str, origin: dict[str, str],
+def _call_status(status: Mapping[str, Any], origin: dict[str, str],
                  phones: dict[str, str]) -> CallStatusEvent:
-    recipient_id = _text(status.get("recipient_id"), f"{w}.recipient_id", limit=_ID_LIMIT)
-    user_id = _text(status.get("recipient_user_id"), f"{w}.recipient_user_id", limit=_ID_LIMIT)
-    parent = _text(status.get("recipient_parent_user_id"), f"{w}.recipient_parent_user_id",
+    recipient_id = _text(status.get("recipient_id"), ".recipient_id", limit=_ID_LIMIT)
+    user_id = _text(status.get("recipient_user_id"), ".recipient_user_id", limit=_ID_LIMIT)
+    parent = _text(status.get("recipient_parent_user_id"), ".recipient_parent_user_id",
                    limit=_ID_LIMIT)
     return CallStatusEvent(
         **origin,
-        call_id=_text(status.get("id"), f"{w}.id", required=True),
-        status=_label(status.get("status"), f"{w}.status") or "unknown",
-        timestamp=_timestamp(status.get("timestamp"), f"{w}.timestamp"),
+        call_id=_text(status.get("id"), ".id", required=True),
+        status=_label(status.get("status"), ".status") or "unknown",
+        timestamp=_timestamp(status.get("timestamp"), ".timestamp"),
         recipient_id=recipient_id,
         recipient_user_id=user_id,
         recipient_phone=_phone(recipient_id) or phones.get(user_id, ""),
@@ -356,27 +361,27 @@ def _call_status(status: Mapping[str, Any], w: str, origin: dict[str, str],
     )
 
 
-def _call(call: Mapping[str, Any], w: str, origin: dict[str, str],
+def _call(call: Mapping[str, Any], origin: dict[str, str],
           phones: dict[str, str]) -> CallEvent:
-    caller = _text(call.get("from"), f"{w}.from", limit=_ID_LIMIT)
-    callee = _text(call.get("to"), f"{w}.to", limit=_ID_LIMIT)
-    caller_user_id = _text(call.get("from_user_id"), f"{w}.from_user_id", limit=_ID_LIMIT)
-    callee_user_id = _text(call.get("to_user_id"), f"{w}.to_user_id", limit=_ID_LIMIT)
-    direction = _label(call.get("direction"), f"{w}.direction") or "unknown"
+    caller = _text(call.get("from"), ".from", limit=_ID_LIMIT)
+    callee = _text(call.get("to"), ".to", limit=_ID_LIMIT)
+    caller_user_id = _text(call.get("from_user_id"), ".from_user_id", limit=_ID_LIMIT)
+    callee_user_id = _text(call.get("to_user_id"), ".to_user_id", limit=_ID_LIMIT)
+    direction = _label(call.get("direction"), ".direction") or "unknown"
     # The user is the caller of a user-initiated call and the callee otherwise.
     user_initiated = direction == "user_initiated"
     user, user_id, parent_key = ((caller, caller_user_id, "from_parent_user_id")
                                  if user_initiated else
                                  (callee, callee_user_id, "to_parent_user_id"))
-    parent = _text(call.get(parent_key), f"{w}.{parent_key}", limit=_ID_LIMIT)
+    parent = _text(call.get(parent_key), "." + parent_key, limit=_ID_LIMIT)
     return CallEvent(
         **origin,
-        call_id=_text(call.get("id"), f"{w}.id", required=True),
-        event=_label(call.get("event"), f"{w}.event") or "unknown",
+        call_id=_text(call.get("id"), ".id", required=True),
+        event=_label(call.get("event"), ".event") or "unknown",
         direction=direction,
-        status=_label(call.get("status"), f"{w}.status"),
-        duration_seconds=_int(call.get("duration"), f"{w}.duration"),
-        timestamp=_timestamp(call.get("timestamp"), f"{w}.timestamp"),
+        status=_label(call.get("status"), ".status"),
+        duration_seconds=_int(call.get("duration"), ".duration"),
+        timestamp=_timestamp(call.get("timestamp"), ".timestamp"),
         caller=caller,
         callee=callee,
         caller_user_id=caller_user_id,
@@ -386,20 +391,27 @@ def _call(call: Mapping[str, Any], w: str, origin: dict[str, str],
     )
 
 
-def _inbound(message: Mapping[str, Any], w: str, origin: dict[str, str]) -> InboundMessage:
-    user_id = _text(message.get("from_user_id"), f"{w}.from_user_id", limit=_ID_LIMIT)
-    parent = _text(message.get("from_parent_user_id"), f"{w}.from_parent_user_id",
+def _inbound(message: Mapping[str, Any], origin: dict[str, str]) -> InboundMessage:
+    user_id = _text(message.get("from_user_id"), ".from_user_id", limit=_ID_LIMIT)
+    parent = _text(message.get("from_parent_user_id"), ".from_parent_user_id",
                    limit=_ID_LIMIT)
     return InboundMessage(
         **origin,
-        message_id=_text(message.get("id"), f"{w}.id", required=True),
-        timestamp=_timestamp(message.get("timestamp"), f"{w}.timestamp"),
-        message_type=_label(message.get("type"), f"{w}.type") or "unknown",
-        sender=_phone(_text(message.get("from"), f"{w}.from", limit=_ID_LIMIT)),
+        message_id=_text(message.get("id"), ".id", required=True),
+        timestamp=_timestamp(message.get("timestamp"), ".timestamp"),
+        message_type=_label(message.get("type"), ".type") or "unknown",
+        sender=_phone(_text(message.get("from"), ".from", limit=_ID_LIMIT)),
         sender_user_id=user_id,
-        group_id=_text(message.get("group_id"), f"{w}.group_id", limit=_ID_LIMIT),
+        group_id=_text(message.get("group_id"), ".group_id", limit=_ID_LIMIT),
         bsuid_country=_bsuid_country(user_id, parent),
     )
+
+
+def _within(where: str, exc: MalformedWebhook) -> MalformedWebhook:
+    """The same complaint, placed in its enclosing object. Each level names where its own
+    fields are and its callers add theirs as the error goes up, so a valid body, the common
+    case, builds no path text at all."""
+    return MalformedWebhook(where + str(exc))
 
 
 def parse(body: Any) -> list[Event]:
@@ -413,37 +425,56 @@ def parse(body: Any) -> list[Event]:
         raise MalformedWebhook("entry is required")
     events: list[Event] = []
     for i, raw_entry in enumerate(entries):
-        entry = _obj(raw_entry, f"entry[{i}]")
-        waba_id = _text(entry.get("id"), f"entry[{i}].id", limit=64)
-        for j, raw_change in enumerate(_list(entry.get("changes"), f"entry[{i}].changes")):
-            where = f"entry[{i}].changes[{j}]"
-            change = _obj(raw_change, where)
-            field = _text(change.get("field"), f"{where}.field")
-            value = _obj(change.get("value") or {}, f"{where}.value")
-            if field not in {"messages", "calls", ""}:
-                continue  # template, account and other fields carry no billable traffic
-            metadata = _obj(value.get("metadata") or {}, f"{where}.value.metadata")
-            # Where the event happened: shared by every status and call in this change.
-            origin = {
-                "waba_id": waba_id,
-                "phone_number_id": _text(metadata.get("phone_number_id"),
-                                         f"{where}.metadata.phone_number_id", limit=64),
-                "display_phone_number": _text(metadata.get("display_phone_number"),
-                                              f"{where}.metadata.display_phone_number", limit=64),
-            }
-            phones = _contacts(value, where) if "contacts" in value else {}
-            for k, raw in enumerate(_list(value.get("statuses"), f"{where}.value.statuses")):
-                w = f"{where}.value.statuses[{k}]"
-                status = _obj(raw, w)
-                # Under `calls`, statuses are a call's RINGING/ACCEPTED/REJECTED, not messages.
-                if field == "calls" or status.get("type") == "call":
-                    events.append(_call_status(status, w, origin, phones))
-                else:
-                    events.append(_status(status, w, origin, phones))
-            for k, raw in enumerate(_list(value.get("calls"), f"{where}.value.calls")):
-                w = f"{where}.value.calls[{k}]"
-                events.append(_call(_obj(raw, w), w, origin, phones))
-            for k, raw in enumerate(_list(value.get("messages"), f"{where}.value.messages")):
-                w = f"{where}.value.messages[{k}]"
-                events.append(_inbound(_obj(raw, w), w, origin))
+        try:
+            _entry(raw_entry, events)
+        except MalformedWebhook as exc:
+            raise _within(f"entry[{i}]", exc) from None
     return events
+
+
+def _entry(raw_entry: Any, events: list[Event]) -> None:
+    entry = _obj(raw_entry, "")
+    waba_id = _text(entry.get("id"), ".id", limit=64)
+    for j, raw_change in enumerate(_list(entry.get("changes"), ".changes")):
+        try:
+            _change(raw_change, waba_id, events)
+        except MalformedWebhook as exc:
+            raise _within(f".changes[{j}]", exc) from None
+
+
+def _change(raw_change: Any, waba_id: str, events: list[Event]) -> None:
+    change = _obj(raw_change, "")
+    field = _text(change.get("field"), ".field")
+    value = _obj(change.get("value") or {}, ".value")
+    if field not in {"messages", "calls", ""}:
+        return  # template, account and other fields carry no billable traffic
+    metadata = _obj(value.get("metadata") or {}, ".value.metadata")
+    # Where the event happened: shared by every status and call in this change.
+    origin = {
+        "waba_id": waba_id,
+        "phone_number_id": _text(metadata.get("phone_number_id"),
+                                 ".metadata.phone_number_id", limit=64),
+        "display_phone_number": _text(metadata.get("display_phone_number"),
+                                      ".metadata.display_phone_number", limit=64),
+    }
+    phones = _contacts(value) if "contacts" in value else {}
+    for k, raw in enumerate(_list(value.get("statuses"), ".value.statuses")):
+        try:
+            status = _obj(raw, "")
+            # Under `calls`, statuses are a call's RINGING/ACCEPTED/REJECTED, not messages.
+            if field == "calls" or status.get("type") == "call":
+                events.append(_call_status(status, origin, phones))
+            else:
+                events.append(_status(status, origin, phones))
+        except MalformedWebhook as exc:
+            raise _within(f".value.statuses[{k}]", exc) from None
+    for k, raw in enumerate(_list(value.get("calls"), ".value.calls")):
+        try:
+            events.append(_call(_obj(raw, ""), origin, phones))
+        except MalformedWebhook as exc:
+            raise _within(f".value.calls[{k}]", exc) from None
+    for k, raw in enumerate(_list(value.get("messages"), ".value.messages")):
+        try:
+            events.append(_inbound(_obj(raw, ""), origin))
+        except MalformedWebhook as exc:
+            raise _within(f".value.messages[{k}]", exc) from None
