@@ -381,7 +381,8 @@ class Settings(BaseSettings):
         """What the process will do, in the first lines of `--check-config`."""
         mode = self.mode
         if mode == "demo":
-            why = "D360_DEMO=true" if self.demo else "no Partner API credentials nor webhook auth"
+            why = ("D360_DEMO=true" if self.demo
+                   else "neither Partner API credentials nor webhook auth")
             what = [f"mode=demo ({why}): polling a built-in simulated 360dialog API with "
                     "made-up data"]
         elif mode == "polling":

@@ -55,7 +55,7 @@ class Demo:
             # The simulator signs its webhooks with a secret made for this run.
             update["webhook_hmac_secret"] = SecretStr(secrets.token_hex(16))
         why = ("D360_DEMO=true; any Partner API credentials given are not used" if settings.demo
-               else "no Partner API credentials nor webhook auth given")
+               else "neither Partner API credentials nor webhook auth given")
         log.warning("demo_mode", simulator_url=simulator.url, channels=len(fleet.channels()),
                     note=f"{why}; the numbers are simulated")
         return settings.model_copy(update=update), cls(fleet, simulator)
