@@ -555,6 +555,15 @@ def _line_of(text: str, key: str) -> int | None:
     return None
 
 
+def _set_in_file(message: str, file: _FileKeys | None) -> str:
+    if file is None:
+        return ""
+    named = dict.fromkeys(m.lower() for m in re.findall(rf"{ENV_PREFIX}([A-Z0-9_]+)", message))
+    where = [f"{written} at {file.path}:{line}" if line is not None else f"{written} in {file.path}"
+             for written, line in (file.keys[name] for name in named if name in file.keys)]
+    return f" (set as {', '.join(where)})" if where else ""
+
+
 def _describe(exc: ValidationError, file: _FileKeys | None = None) -> str:
     lines = []
     fields = list(Settings.model_fields)
@@ -562,7 +571,9 @@ def _describe(exc: ValidationError, file: _FileKeys | None = None) -> str:
         loc = [str(part) for part in error["loc"] if not isinstance(part, int)]
         message = error["msg"].removeprefix("Value error, ")
         if not loc:
-            lines.append(message)  # model-level checks name their settings themselves
+            # Model-level checks name their settings themselves, as environment variables;
+            # say where the file sets any of them.
+            lines.append(message + _set_in_file(message, file))
             continue
         name = loc[0].lower()  # the file source lowers known keys, not unknown ones
         if file is not None and name in file.keys:

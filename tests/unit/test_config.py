@@ -335,3 +335,13 @@ def test_an_unreadable_config_file_names_the_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("D360_CONFIG_FILE", str(path))
     with pytest.raises(ConfigError, match=rf"^D360_CONFIG_FILE={re.escape(str(path))}: "):
         load_settings()
+
+
+def test_a_combination_from_the_file_says_where_the_file_sets_it(monkeypatch, tmp_path):
+    """A check across settings names them as environment variables and adds where the file
+    sets those it sets."""
+    path = config_file(monkeypatch, tmp_path, "shard_count = 2\n\nShard_Index = 2\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == ("D360_SHARD_INDEX (2) must be below D360_SHARD_COUNT (2) "
+                                 f"(set as Shard_Index at {path}:3, shard_count at {path}:1)")
