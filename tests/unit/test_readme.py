@@ -151,3 +151,18 @@ def test_examples_readme_names_every_example() -> None:
         named = [f"`{relative}`", *(f"`{parent}/`" for parent in relative.parents
                                       if str(parent) != ".")]
         assert any(name in text for name in named), relative
+
+
+def test_alert_table_names_every_shipped_alert() -> None:
+    """"When an alert fires" has a row for each alert of the plain rules file and the chart's
+    PrometheusRule, and none for an alert neither ships."""
+    helm = ROOT / "helm"
+    shipped = set()
+    for rules in (helm / "whatsapp-usage-exporter-alerts.rules.yaml",
+                  helm / "whatsapp-usage-exporter" / "files" / "alerts.yaml"):
+        shipped |= set(re.findall(r"^\s*- alert: (\w+)", rules.read_text(encoding="utf-8"), re.M))
+    table = section(README.read_text(encoding="utf-8"), "Troubleshooting").split(
+        "### When an alert fires\n", 1)[1]
+    listed = {name for row in table.splitlines() if row.startswith("| `")
+              for name in re.findall(r"`(WhatsApp\w+)`", row.split("|")[1])}
+    assert listed == shipped
