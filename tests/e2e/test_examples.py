@@ -172,7 +172,11 @@ def test_run_local_shows_the_demo_in_prometheus(tmp_path: Path) -> None:
         assert [sample["value"][1] for sample in up] == ["1"]
     finally:
         script.send_signal(signal.SIGTERM)
-        code = script.wait(30)
+        try:
+            code = script.wait(30)
+        except subprocess.TimeoutExpired:  # leave nothing running, then fail
+            os.killpg(script.pid, signal.SIGKILL)
+            code = script.wait(5)
         log.close()
     output = (tmp_path / "run-local.out").read_text()
     assert code == 143, output
