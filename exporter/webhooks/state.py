@@ -191,6 +191,16 @@ class _Batch:
                 tally[1] += cost
 
 
+def labels_json(labels: Labels) -> str:
+    """`json.dumps(labels)`, the counters table's key, written directly when no label needs
+    escaping (printable ASCII without quote or backslash): the same text at less than half the
+    cost, for every series of every commit."""
+    for value in labels:
+        if not (value.isascii() and value.isprintable()) or '"' in value or "\\" in value:
+            return json.dumps(labels)
+    return '["' + '", "'.join(labels) + '"]'
+
+
 def digits(phone: str) -> str:
     return "".join(ch for ch in phone if ch.isdigit())
 
@@ -339,7 +349,7 @@ class WebhookState:
         self._db.executemany(
             "INSERT INTO webhook_counters VALUES (?, ?, ?) ON CONFLICT(metric, labels) "
             "DO UPDATE SET value = value + excluded.value",
-            [(metric, json.dumps(labels), amount)
+            [(metric, labels_json(labels), amount)
              for (metric, labels), amount in batch.increments.items()])
         self._db.executemany(
             "INSERT INTO webhook_months VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT "
