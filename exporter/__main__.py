@@ -27,11 +27,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "webhooks; with neither (and D360_DEMO not false) it runs in demo mode against a "
         "built-in simulator.",
     )
-    p.add_argument("command", nargs="?", choices=["probe"],
+    p.add_argument("command", nargs="?", choices=["probe", "backfill"],
                    help="probe: one call of each kind against the configured API, inside the "
-                   "budgets, and what the exporter understood of each answer")
+                   "budgets, and what the exporter understood of each answer; backfill: write "
+                   "the history kept in the state file (D360_BACKFILL_MONTHS) as OpenMetrics "
+                   "for promtool tsdb create-blocks-from openmetrics")
     p.add_argument("--channel-id", help="with probe: the channel to probe (default: the first "
                    "listed)")
+    p.add_argument("--out", help="with backfill: the file to write (- for standard output)")
+    p.add_argument("--label", action="append", default=[], metavar="NAME=VALUE",
+                   help="with backfill: a label for every sample, such as job=... and "
+                   "instance=... as your Prometheus adds them when it scrapes (repeatable)")
     p.add_argument("--config", dest="config_file", help="TOML config file (D360_CONFIG_FILE)")
     p.add_argument("--demo", action="store_true", default=None,
                    help="run against the built-in simulated 360dialog API (D360_DEMO)")
@@ -53,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {
         k: v for k, v in vars(args).items()
-        if k not in ("check_config", "command", "channel_id") and v is not None
+        if k not in ("check_config", "command", "channel_id", "out", "label") and v is not None
     }
     return load_settings(**overrides)
 
@@ -98,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                                               settings.metrics_bearer_token,
                                               settings.metrics_basic_auth_password) if s]
     configure(settings.log_format, settings.log_level, secrets)
+    if args.command == "backfill":
+        return write_backfill(settings, args.out, args.label)
     if args.command == "probe":
         try:
             return asyncio.run(_probe(settings, args.channel_id))
@@ -116,6 +124,51 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def write_backfill(settings: Settings, out: str | None, labels: list[str]) -> int:
+    """`backfill --out FILE`: the fetched past from the state file, as OpenMetrics; no API
+    call is made, so it may run beside the exporter on the same file."""
+    from exporter.backfill.history import History  # noqa: PLC0415 - this command only
+    from exporter.backfill.openmetrics import by_channel, parse_labels, write  # noqa: PLC0415
+    from exporter.polling.store import Store  # noqa: PLC0415
+
+    if not out:
+        print("backfill: --out FILE is required (- for standard output)", file=sys.stderr)
+        return 2
+    try:
+        extra = parse_labels(labels)
+    except ValueError as exc:
+        print(f"backfill: {exc}", file=sys.stderr)
+        return 2
+    if not settings.state_path.is_file():
+        print(f"backfill: no state file at {settings.state_path} (D360_STATE_PATH): run the "
+              "exporter with D360_BACKFILL_MONTHS first", file=sys.stderr)
+        return 2
+    try:
+        store = Store(settings.state_path)
+        history = History(settings.state_path)
+    except StateError as exc:
+        print(f"backfill: {exc}", file=sys.stderr)
+        return 2
+    try:
+        channels = dict(store.channels)
+        months = sum(1 for h in history.months() if h.channel_id in channels)
+        if out == "-":
+            write(sys.stdout, lambda: by_channel(history.months(), channels), extra)
+        else:
+            with open(out, "w", encoding="utf-8") as f:
+                write(f, lambda: by_channel(history.months(), channels), extra)
+    finally:
+        history.close()
+        store.close()
+    if not months:
+        print("backfill: the state file holds no history yet (D360_BACKFILL_MONTHS is 0, or "
+              "the exporter has not fetched any); the file has no samples", file=sys.stderr)
+    else:
+        print(f"backfill: {months} channel-months of {len(channels)} channels written to "
+              f"{out}", file=sys.stderr)
     return 0
 
 

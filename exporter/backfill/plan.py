@@ -87,7 +87,7 @@ def next_room(limits: Mapping[str, Limit], live: Mapping[str, int],
 
 
 def live_calls(window_seconds: float, intervals: Iterable[float]) -> int:
-    """The live plan's calls in one window of a scope whose calls recur at `intervals`, plus
-    one: room for a failed poll's retry or a close-out brought forward."""
+    """The live plan's calls in one window of a scope whose calls recur at `intervals`. A
+    failed poll's retry is not planned: it waits for room like any other call."""
     rate = sum(1 / i for i in intervals if i > 0 and math.isfinite(i))
-    return math.ceil(window_seconds * rate - 1e-9) + 1
+    return math.ceil(window_seconds * rate - 1e-9)

@@ -1,8 +1,11 @@
 """The async shell of backfill: one past range at a time, charged like any live call, at the
 lowest priority (see `plan` for the rule), kept in the state file as it lands.
 
-It starts one usage window after the exporter did, so the first round of live polls, which
-bunches calls at start, has left every window before the past takes its share.
+While it has work, the live plan runs one call per channel-window short (and a twentieth of
+each WABA's budget), so a channel whose own budget binds still leaves backfill a call an hour;
+once every range is in, the live plan gets its whole budget back. It starts one usage window
+after the exporter did, so the first round of live polls, which bunches calls at start, has left
+every window before the past takes its share.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from exporter.backfill.history import (
     month_from_report,
 )
 from exporter.backfill.plan import Range, jobs, live_calls, next_room, wanted_ranges
-from exporter.clock import Clock
+from exporter.clock import Clock, to_ms
 from exporter.domain import Limit
 from exporter.polling import ledger as budget
 from exporter.polling.ledger import Ledger, Scope
@@ -39,8 +42,7 @@ RETRY_CAP_SECONDS = 3600.0
 IDLE_SECONDS = 60.0  # the longest sleep: new channels and plan changes are noticed within it
 
 
-def to_ms(t: float) -> int:
-    return int(t * 1000)
+CHANNEL_RESERVE = 1  # calls per channel-window the live plan leaves while backfill has work
 
 
 class LivePlan(Protocol):
@@ -52,6 +54,8 @@ class LivePlan(Protocol):
     def wabas(self) -> Mapping[str, Sequence[str]]: ...
 
     def waba_label(self, waba: str) -> str: ...
+
+    def reserve(self, usage_channel: int, usage_waba: int) -> None: ...
 
 
 class Backfill:
@@ -67,6 +71,7 @@ class Backfill:
         self.live = live
         self._limits = {budget.USAGE_CHANNEL: usage_channel, budget.USAGE_WABA: usage_waba}
         self._balance_shares = balance_shares_usage
+        self._waba_reserve = max(1, usage_waba.count // 20)
         now = clock.now()
         self.ranges: list[Range] = wanted_ranges(history.anchor(now), months)
         self.states = history.states()
@@ -81,6 +86,9 @@ class Backfill:
         self._failures: dict[tuple[str, int], int] = {}
         self._not_before: dict[tuple[str, int], float] = {}
         self.calls = 0
+        self._reserved = bool(self.ranges)
+        if self._reserved:
+            live.reserve(CHANNEL_RESERVE, self._waba_reserve)
 
     # -- progress --------------------------------------------------------------------------------
 
@@ -102,8 +110,10 @@ class Backfill:
 
     @property
     def complete(self) -> bool:
-        return all(done + unavailable == wanted for _, wanted, done, unavailable in
-                   self.progress())
+        """Every planned channel's history is in (or refused); False before discovery."""
+        progress = self.progress()
+        return bool(progress) and all(done + unavailable == wanted
+                                      for _, wanted, done, unavailable in progress)
 
     # -- the work --------------------------------------------------------------------------------
 
@@ -164,8 +174,21 @@ class Backfill:
     async def step(self) -> float:
         """Make at most one backfill call; return when there may be room for the next."""
         now = self.clock.now()
-        if now < self._start_at or not self.ranges:
-            return self._start_at if self.ranges else now + IDLE_SECONDS
+        if not self.ranges:
+            return now + IDLE_SECONDS
+        complete = self.complete
+        if complete and self._reserved:
+            self._reserved = False
+            self.live.reserve(0, 0)
+            log.info("backfill_complete", channels=sum(map(len, self.live.wabas().values())),
+                     months=len(self.ranges), calls=self.calls)
+        elif not complete and not self._reserved:  # discovery found channels with no history
+            self._reserved = True
+            self.live.reserve(CHANNEL_RESERVE, self._waba_reserve)
+        if complete:
+            return now + IDLE_SECONDS
+        if now < self._start_at:
+            return self._start_at
         now_ms = to_ms(now)
         self._prune(now_ms)
         waba_of = {ch: waba for waba, ids in self.live.wabas().items() for ch in ids}

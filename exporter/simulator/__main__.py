@@ -44,6 +44,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected channel counts such as 3,1, got {text!r}")
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m exporter.simulator")
     p.add_argument("--host", default="127.0.0.1")
@@ -62,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="sign webhooks with x-360dialog-signature (hex HMAC-SHA256) "
                         "(default: $SIM_WEBHOOK_HMAC_SECRET)")
     p.add_argument("--webhook-interval", type=_positive, default=5.0, metavar="SECONDS")
+    p.add_argument("--waba-sizes", type=_sizes, default=None, metavar="N,N,...",
+                   help="channels per WABA (default: the demo fleet's)")
     args = p.parse_args(argv)
     hmac_secret = args.webhook_hmac_secret or os.environ.get("SIM_WEBHOOK_HMAC_SECRET") or None
     limits = SimLimits(
@@ -72,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         partner_balance=args.limit_partner_balance or defaults.partner_balance,
         discovery=args.limit_discovery or defaults.discovery,
     )
-    fleet = build_fleet(args.seed, partner_id=args.partner_id)
+    fleet = build_fleet(args.seed, partner_id=args.partner_id, waba_sizes=args.waba_sizes)
     clock = SystemClock()
     api = SimulatedApi(fleet, clock.now, api_key=args.api_key, limits=limits,
                        token_ttl=args.token_ttl)

@@ -85,6 +85,7 @@ class SimRequest:
     path: str
     status: int
     scopes: tuple[str, ...]
+    query: str = ""
 
 
 @dataclass
@@ -189,6 +190,7 @@ class SimulatedApi:
         send_retry_after: bool = True,
         page_size_max: int = 100,
         usage_shape: UsageShape | None = None,
+        history_from: float | None = None,
     ) -> None:
         self.fleet = fleet
         self.clock = clock
@@ -200,6 +202,8 @@ class SimulatedApi:
         self.send_retry_after = send_retry_after
         self.page_size_max = page_size_max
         self.usage_shape = usage_shape or UsageShape()
+        # Usage before this instant is refused with a 400, as an API that keeps limited history.
+        self.history_from = history_from
         self.requests: list[SimRequest] = []
         self.rate_limited = 0
         self.refusals: list[tuple[int, list[str]]] = []  # (t_ms, the full scopes) per 429
@@ -268,7 +272,7 @@ class SimulatedApi:
 
     def _log(self, request: Request, response: Response, scopes: tuple[str, ...]) -> Response:
         self.requests.append(SimRequest(self.clock(), request.method, request.url.path,
-                                        response.status_code, scopes))
+                                        response.status_code, scopes, request.url.query))
         return response
 
     def _guard(self, request: Request, charges: list[tuple[str, Window]]) -> Response | None:
@@ -377,6 +381,9 @@ class SimulatedApi:
                     "details": {"granularity": [f"Must be one of: {allowed}."]}}}, 400)
             if start > end or start < 0:
                 return _meta_error(400, "Wrong payload: bad range")
+            if self.history_from is not None and start < self.history_from:
+                return _meta_error(400, "Wrong payload: start_date is before the oldest data "
+                                        "kept")
             pricing, calls = usage_points(self.fleet.seed, ch, start, end, self.clock(),
                                           granularity)
             if shape.legacy:

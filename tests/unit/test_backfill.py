@@ -56,11 +56,11 @@ def test_the_share_is_what_the_live_plan_leaves_and_room_comes_when_a_call_leave
     assert next_room(limits, {"usage_channel": 7, "usage_waba": 200}, {}, now) == -1
 
 
-def test_live_calls_count_the_plans_calls_per_window_plus_one_for_a_retry():
-    assert live_calls(3600, [400.0]) == 10  # 9 polls an hour, and one retry
-    assert live_calls(3600, [360.0]) == 11
-    assert live_calls(3600, [400.0, 800.0]) == 15  # 9 + 4.5, rounded up, + 1
-    assert live_calls(3600, []) == 1
+def test_live_calls_count_the_plans_calls_per_window():
+    assert live_calls(3600, [400.0]) == 9
+    assert live_calls(3600, [360.0]) == 10
+    assert live_calls(3600, [400.0, 800.0]) == 14  # 9 + 4.5, rounded up
+    assert live_calls(3600, []) == 0
 
 
 def test_labels_for_every_sample_are_checked():
