@@ -56,6 +56,11 @@ class Ledger:
         horizon = now_ms - self._span(scope[0])
         return len(calls) - bisect.bisect_right(calls, horizon)
 
+    def calls(self, scope: Scope, now_ms: int) -> list[int]:
+        """The scope's calls its window still sees at `now_ms`, oldest first."""
+        calls = self._calls.get(scope, [])
+        return calls[bisect.bisect_right(calls, now_ms - self._span(scope[0])):]
+
     def next_slot(self, scopes: Sequence[Scope], now_ms: int) -> int:
         """The earliest time >= now_ms at which every scope has room for one more call."""
         when = now_ms

@@ -4,7 +4,8 @@ it (on disk) before the request leaves, calls the API and stores what came back.
 
 The decisions are elsewhere, pure: how often and when (schedule), what a call is charged to
 and whether a close-out fits (charging), which channels are idle (activity), when a failure
-is retried (backoff) and what this replica polls (sharding). Every task is one API request,
+is retried (backoff) and what this replica polls (sharding). A channel never polled goes at
+once, in a first round its budgets have room for (schedule). Every task is one API request,
 except discovery, which charges each page separately. Failures are retried, still through the
 ledger; the store keeps serving the last good numbers.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import json
@@ -28,7 +30,7 @@ from exporter.api.errors import ApiError, RateLimitError, ResponseError
 from exporter.calendar import day_start, month_start, reporting_month
 from exporter.clock import Clock, to_ms
 from exporter.config import Settings
-from exporter.domain import Channel, MonthUsage, never_lower
+from exporter.domain import Channel, Limit, MonthUsage, never_lower
 from exporter.metrics.selfmetrics import SelfMetrics
 from exporter.polling import ledger as budget
 from exporter.polling.activity import Activity, activity_volume
@@ -44,8 +46,11 @@ from exporter.polling.schedule import (
     ChannelPlan,
     PlanParams,
     WabaSlots,
+    balance_slot_gap,
     client_balance_interval,
     close_out_time,
+    first_poll_times,
+    grid_resumes,
     initial_phase,
     partner_balance_interval,
     plan_waba,
@@ -60,6 +65,7 @@ log = structlog.get_logger("exporter.poller")
 _T = TypeVar("_T")
 
 MAX_IDLE_SLEEP_SECONDS = 60.0
+SECOND_POLLS = "first_round_second_polls"  # store meta key
 PRUNE_EVERY_SECONDS = 600.0
 
 
@@ -107,7 +113,17 @@ class Poller:
         self._slots: dict[str, WabaSlots] = {}
         # Channel balance calls sharing a slotted WABA's budget wait here for its next slot.
         self._balances_due: dict[str, list[str]] = defaultdict(list)
+        self._last_balance_slot: dict[str, int] = {}  # WABA -> when a balance last took a slot
         self._waba_labels: dict[str, str] = {}  # 360dialog WABA id -> the waba_id label
+        # Slotted WABAs in a first round: the grid's own next slot when the round began, the
+        # earliest it resumes after it.
+        self._round_grid: dict[str, float] = {}
+        # Channels on their own timers whose first poll is due: how much later than their
+        # interval their second poll goes, so the first round ends spread out; and, once the
+        # first is done, when the second is due (kept on disk: a restart keeps the spread).
+        self._settle: dict[str, float] = {}
+        self._second_polls: dict[str, float] = {
+            ch: float(t) for ch, t in json.loads(store.get_meta(SECOND_POLLS) or "{}").items()}
         self._clients: list[str] = []
         self._next_prune = clock.now()
         self._day = day_start(clock.now())
@@ -168,8 +184,11 @@ class Poller:
             for kind in (TaskKind.USAGE, TaskKind.CHANNEL_BALANCE, TaskKind.CLOSE_OUT):
                 self._unschedule((kind, gone))
             self._activity.drop(gone)
+            self._settle.pop(gone, None)
+            self._second_polls.pop(gone, None)
         for waba in set(self._slots) - set(self._wabas):
             del self._slots[waba]
+            self._round_grid.pop(waba, None)
             self._unschedule((TaskKind.SLOT, waba))
             self._balances_due.pop(waba, None)
         for w_index, (waba, ids) in enumerate(self._wabas.items()):
@@ -178,6 +197,7 @@ class Poller:
                     w_index, len(self._wabas), slot_params(self._params).spacing))
             elif self._slots.pop(waba, None) is not None:
                 self._unschedule((TaskKind.SLOT, waba))
+                self._round_grid.pop(waba, None)
                 for ch_id in self._balances_due.pop(waba, []):
                     # Back on their own timers.
                     self._schedule((TaskKind.CHANNEL_BALANCE, ch_id), now)
@@ -185,12 +205,15 @@ class Poller:
                 plan = self.plans[ch_id]
                 if waba not in self._slots and not self._usage_scheduled(ch_id):
                     usage = self.store.usage.get(ch_id)
-                    due = now + initial_phase(index, len(ids), plan.usage_interval)
                     if usage is not None:
                         # Known from before a restart: resume the cadence where it was (pulling
                         # it forward would burst). An overdue channel keeps its true, past due
                         # time, so the most overdue goes first.
-                        due = usage.fetched_at + plan.usage_interval
+                        due = self._second_polls.get(
+                            ch_id, usage.fetched_at + plan.usage_interval)
+                    else:
+                        due, self._settle[ch_id] = first_poll_times(
+                            now, index, len(ids), plan.usage_interval)
                     self._schedule((TaskKind.USAGE, ch_id), due)
                 if plan.balance_interval is not None and (ch_id not in known or initial):
                     b_phase = initial_phase(index, len(ids), plan.balance_interval)
@@ -249,7 +272,23 @@ class Poller:
         for ch_id in ids:
             # It had its own timer while the WABA was small.
             self._unschedule((TaskKind.USAGE, ch_id))
-        if (TaskKind.SLOT, waba) not in self._due:
+            self._settle.pop(ch_id, None)
+            self._second_polls.pop(ch_id, None)
+        due = self._due.get((TaskKind.SLOT, waba))
+        if due is None:
+            # A new grid (a start, or the WABA just grew past its channels' budgets) goes no
+            # earlier than the calls its windows still see allow: after a restart, those of
+            # the run before, which may have been a first round.
+            now_ms = to_ms(self.clock.now())
+            first_slot = max(first_slot, grid_resumes(
+                self.ledger.calls((budget.USAGE_WABA, waba), now_ms), now_ms,
+                to_ms(params.spacing)) / 1000)
+        if slots.never_called() and waba not in self._round_grid:
+            # A first round polls them at once (`_first_calls`); the grid resumes after it, no
+            # earlier than this slot of its own.
+            self._round_grid[waba] = first_slot if due is None else due
+            self._schedule((TaskKind.SLOT, waba), self.clock.now())
+        elif due is None:
             self._schedule((TaskKind.SLOT, waba), first_slot)
 
     def _slotted(self, channel_id: str) -> bool:
@@ -263,8 +302,14 @@ class Poller:
         return self.settings.channel_balance_shares_usage_budget and self._slotted(channel_id)
 
     def _slot_to_balance(self, waba: str, now_ms: int) -> bool:
-        """Give this slot to the balance call waiting longest, if its budgets have room."""
+        """Give this slot to the balance call waiting longest, if its budgets have room and
+        the WABA's balance calls are not ahead of their share (`balance_slot_gap`)."""
         waiting = self._balances_due.get(waba)
+        ids = self._wabas.get(waba, [])
+        interval = self.plans[ids[0]].balance_interval if ids else None
+        if waiting and interval is not None and now_ms < self._last_balance_slot.get(
+                waba, -1) + to_ms(balance_slot_gap(interval, len(ids), self._params.margin)):
+            return False
         while waiting:
             key: TaskKey = (TaskKind.CHANNEL_BALANCE, waiting[0])
             scopes = self._charge(key)
@@ -274,6 +319,7 @@ class Poller:
             if not self.ledger.allows(scopes, now_ms):
                 return False  # no room for it now: a usage poll takes the slot
             waiting.pop(0)
+            self._last_balance_slot[waba] = now_ms
             self._inflight[key] = asyncio.create_task(self._run(key, scopes))
             return True
         return False
@@ -293,6 +339,8 @@ class Poller:
             self._schedule((TaskKind.SLOT, waba),
                            self.ledger.next_slot([waba_scope], now_ms) / 1000)
             return
+        if waba in self._round_grid and self._first_calls(waba, slots, now):
+            return
         spacing = slots.params.spacing
         self._schedule((TaskKind.SLOT, waba), now + spacing)
         if self._slot_to_balance(waba, now_ms):
@@ -309,6 +357,43 @@ class Poller:
             assert scopes is not None
             self._inflight[(TaskKind.USAGE, ch_id)] = asyncio.create_task(
                 self._run((TaskKind.USAGE, ch_id), scopes))
+
+    def _first_calls(self, waba: str, slots: WabaSlots, now: float) -> bool:
+        """A slotted WABA's first round: its never-called channels go now, as many as its
+        window has room for and as may run at once, each charged before its task starts so
+        the next round's room counts it. The grid then resumes where the calls its windows
+        can see leave it room (`grid_resumes`), never earlier than its own next slot. False
+        when the slot is then an ordinary one (nothing went, and the grid is due)."""
+        now_ms = to_ms(now)
+        waba_scope: Scope = (budget.USAGE_WABA, waba)
+        room = min(self.ledger.limit(budget.USAGE_WABA).count
+                   - self.ledger.used(waba_scope, now_ms),
+                   self.settings.max_concurrent_requests - len(self._inflight))
+
+        def may_go(ch_id: str) -> bool:
+            scopes = self._charge((TaskKind.USAGE, ch_id))
+            return (scopes is not None and (TaskKind.USAGE, ch_id) not in self._inflight
+                    and self.ledger.allows(scopes, now_ms))
+
+        chosen = slots.take_first(now, max(room, 0), may_go)
+        for ch_id in chosen:
+            key: TaskKey = (TaskKind.USAGE, ch_id)
+            scopes = self._charge(key)
+            assert scopes is not None
+            if self._try_charge(key, scopes):
+                self._inflight[key] = asyncio.create_task(self._run(key, scopes, charged=True))
+        if chosen and len(chosen) == room and slots.never_called():
+            # More to go once a request ends (this slot comes back at once, and waits in the
+            # heap while the requests in flight are at their maximum).
+            self._schedule((TaskKind.SLOT, waba), now)
+            return True
+        own_slot = self._round_grid.pop(waba)
+        resumes = max(own_slot, grid_resumes(self.ledger.calls(waba_scope, now_ms), now_ms,
+                                             to_ms(slots.params.spacing)) / 1000)
+        if chosen or resumes > now:
+            self._schedule((TaskKind.SLOT, waba), resumes)
+            return True
+        return False  # nothing went and the grid is due: this slot is the grid's own
 
     def _replan_waba(self, waba: str) -> None:
         # New intervals apply from each channel's next poll on: pulling polls forward here
@@ -452,14 +537,15 @@ class Poller:
 
     # -- tasks -----------------------------------------------------------------------------------
 
-    async def _run(self, key: TaskKey, scopes: Sequence[Scope]) -> None:
+    async def _run(self, key: TaskKey, scopes: Sequence[Scope], *, charged: bool = False) -> None:
+        """One task's request; `charged` when the caller has charged it already."""
         kind, id_ = key
         try:
             async with self._sem:
                 if kind == TaskKind.DISCOVERY:
                     await self._discover()
                     return
-                if not self._try_charge(key, scopes):
+                if not charged and not self._try_charge(key, scopes):
                     return
                 started = self.clock.now()
                 try:
@@ -556,7 +642,14 @@ class Poller:
             if kind == TaskKind.CLOSE_OUT and regular is not None:
                 # It took the regular poll's place.
                 self._schedule((TaskKind.USAGE, id_), regular + plan.usage_interval)
+            elif id_ in self._settle:  # its first poll: the second spreads the round out
+                due = started + plan.usage_interval + self._settle.pop(id_)
+                self._second_polls[id_] = due
+                self.store.set_meta(SECOND_POLLS, json.dumps(self._second_polls))
+                self._schedule((TaskKind.USAGE, id_), due)
             else:
+                if self._second_polls.pop(id_, None) is not None:
+                    self.store.set_meta(SECOND_POLLS, json.dumps(self._second_polls))
                 self._schedule((TaskKind.USAGE, id_), started + plan.usage_interval)
         elif kind == TaskKind.CHANNEL_BALANCE:
             plan = self.plans.get(id_)
@@ -676,6 +769,17 @@ class Poller:
 
     def wabas(self) -> dict[str, list[str]]:
         return self._wabas
+
+    def reserve(self, usage_channel: int, usage_waba: int) -> None:
+        """Plan live polls as if each channel's and each WABA's usage budget were this many
+        calls per window smaller: the share backfill works in while it has work (0, 0 gives
+        it back). Plans change at the next discovery, each channel's from its next poll."""
+        full_channel, full_waba = self.budgets.usage_channel, self.budgets.usage_waba
+        self._params = dataclasses.replace(
+            self._params,
+            usage_channel=Limit(max(1, full_channel.count - usage_channel),
+                                full_channel.window_seconds),
+            usage_waba=Limit(max(1, full_waba.count - usage_waba), full_waba.window_seconds))
 
 
 class _Deferred(Exception):

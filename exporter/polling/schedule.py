@@ -6,6 +6,11 @@ The binding budget for a channel's usage calls is its own (10/h) unless its WABA
 smaller in total, which happens above 20 channels. Within a WABA, idle channels (no new
 messages over their last few polls) are weighted down so busy ones get fresher data; no channel
 ever exceeds its own limit. Intervals carry a safety margin; the ledger remains the hard stop.
+
+A channel never polled (a start without state, or one discovery just found) is polled at once,
+as far as its windows have room: on its own timer with its second poll a phase later, so the
+round ends spread as the steady state is (`first_poll_times`); on a slot grid in a first round
+ahead of the grid, which then resumes where those calls leave it room (`grid_resumes`).
 """
 
 from __future__ import annotations
@@ -109,11 +114,30 @@ def initial_phase(index: int, count: int, interval: float) -> float:
     return interval * index / count if count else 0.0
 
 
+def first_poll_times(now: float, index: int, count: int, interval: float) -> tuple[float, float]:
+    """When a channel never polled (a start without state, or one discovery just found) is
+    polled first, and how much later than its interval its second poll then goes.
+
+    Where the channel's own budget binds, the first poll goes at once: its window is empty,
+    and its WABA's holds at most what its channels' windows hold. The second poll goes a
+    phase later than the interval, so the WABA's channels leave the first round spread
+    evenly as in the steady state (a gap longer than the interval crowds no window)."""
+    return now, initial_phase(index, count, interval)
+
+
 def close_out_time(day_boundary: int, delay: float, index: int, count: int) -> float:
     """When the index-th of `count` channels re-reads the day that just ended, spread over a
     few minutes so a fleet does not poll at once."""
     spread = min(600.0, max(60.0, count * 0.5))
     return day_boundary + delay + spread * index / max(count, 1)
+
+
+def balance_slot_gap(balance_interval: float, n_channels: int, margin: float) -> float:
+    """The least time between two channel balance calls on a WABA's slot grid: the rate the
+    plan gave them, without its margin. Balance calls come due at that rate with the margin,
+    so a backlog (a restart spreads the balances not read yet again from its own start)
+    drains slowly instead of taking several slots in a row from the usage polls."""
+    return balance_interval / ((1 + margin) * max(n_channels, 1))
 
 
 def waba_bound(n_channels: int, p: PlanParams) -> bool:
@@ -139,6 +163,22 @@ def slot_params(p: PlanParams) -> SlotParams:
     balances = 1 if p.channel_balance is not None and p.balance_shares_usage else 0
     return SlotParams((1 + p.margin) * waba.window_seconds / waba.count,
                       (1 + p.margin) * channel.window_seconds / (channel.count - balances))
+
+
+def grid_resumes(calls_ms: Sequence[int], now_ms: int, spacing_ms: int) -> int:
+    """The earliest time (ms, at least `now_ms`) a WABA's slot grid may go on after the calls
+    its windows still see (oldest first): as if every one of them had been a slot, so each
+    call is followed by as many spacings as there were calls from it on.
+
+    Then any window ending at a grid slot that reaches back to a call c holds the calls from c
+    on and the slots after them, which span at least a spacing each: no more than a window of
+    the plain grid holds. A first round (many calls at once) so pushes the grid one spacing
+    per call, and a restart resumes the grid where the run before left it."""
+    resumes = now_ms
+    n = len(calls_ms)
+    for j, t in enumerate(calls_ms):
+        resumes = max(resumes, t + (n - j) * spacing_ms)
+    return resumes
 
 
 class WabaSlots:
@@ -187,6 +227,35 @@ class WabaSlots:
 
     def channels(self) -> list[str]:
         return list(self._pass)
+
+    def never_called(self) -> list[str]:
+        """Channels without a call yet (since this object knows them): those a first round
+        polls ahead of the grid."""
+        return [ch for ch in self._pass if ch not in self._last]
+
+    def take_first(self, now: float, room: int,
+                   allowed: Callable[[str], bool] = lambda _: True) -> list[str]:
+        """Up to `room` never-called channels, in turn order, each taken at `now` as if it had
+        been given a slot: its pass moves on and its minimum gap starts.
+
+        This is the first round that fills a new WABA's numbers at once. Each such call
+        borrows one of the grid's next slots (the caller pushes the grid one spacing per call),
+        which only moves calls earlier. A window that then holds an early call and the grid
+        after it holds what the grid alone would have; a window ending at an early call holds
+        what the ledger holds now plus the early calls, so `room` is what the WABA's window
+        has left now, and no window can overflow."""
+        chosen: list[str] = []
+        for ch in sorted(self.never_called(), key=lambda c: (self._pass[c], c)):
+            if len(chosen) >= room:
+                break
+            if not allowed(ch):
+                continue
+            pass_ = self._pass[ch]
+            self._virtual = max(self._virtual, pass_)
+            self._last[ch] = now
+            self._enter(ch, pass_ + self._stride[ch])
+            chosen.append(ch)
+        return chosen
 
     def _enter(self, channel_id: str, pass_: float) -> None:
         self._pass[channel_id] = pass_

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import itertools
 import math
@@ -16,8 +17,11 @@ from exporter.polling.schedule import (
     PlanParams,
     SlotParams,
     WabaSlots,
+    balance_slot_gap,
     client_balance_interval,
     close_out_time,
+    first_poll_times,
+    grid_resumes,
     partner_balance_interval,
     plan_waba,
     slot_params,
@@ -181,3 +185,68 @@ def test_client_balances_slow_down_only_when_their_budget_needs_it():
 def test_the_partner_balance_spends_its_budget_with_the_margin():
     """One partner balance call per 300 s budget window, stretched by the margin."""
     assert partner_balance_interval(Limit(1, 300), 0.02) == pytest.approx(306)
+
+
+def test_a_first_round_takes_every_channel_never_called_at_once():
+    """The first round takes the never-called channels (in turn order) and no other; after
+    it, each channel's next slot keeps its minimum gap, and the rest of the grid is as usual."""
+    slots = WabaSlots(SLOTS, idle_weight=0.25)
+    channels = ids(60)
+    slots.set_channels(channels, set(), {"ch000": -5000.0, "ch001": -100.0})
+    first = slots.take_first(0.0, room=200)
+    assert sorted(first) == channels[2:]
+    assert slots.never_called() == []
+    assert slots.take_first(1.0, room=200) == []
+    taken = run_slots(slots, 2_000, start=SLOTS.spacing)
+    for ch in channels:
+        times = ([0.0] if ch in first else []) + taken[ch]
+        assert min(b - a for a, b in itertools.pairwise(times)) >= SLOTS.min_gap - 1e-6
+
+
+def test_a_first_round_keeps_to_its_room_and_refusals_wait_for_the_next():
+    """No more channels than `room`; one the caller refuses stays never-called."""
+    slots = WabaSlots(SLOTS, idle_weight=1.0)
+    slots.set_channels(ids(30), set(), {})
+    assert len(slots.take_first(0.0, room=12)) == 12
+    rest = slots.take_first(0.0, room=100, allowed=lambda ch: ch != "ch029")
+    assert len(rest) == 17
+    assert slots.never_called() == ["ch029"]
+
+
+def test_the_grid_resumes_a_spacing_per_call_after_a_burst():
+    """50 calls at once push the grid 50 spacings; a grid that went on regularly resumes a
+    spacing after its last call; with no calls it resumes now."""
+    assert grid_resumes([1000] * 50, 1000, 18_360) == 1000 + 50 * 18_360
+    steady = [1000 + k * 18_360 for k in range(190)]
+    assert grid_resumes(steady, steady[-1], 18_360) == steady[-1] + 18_360
+    assert grid_resumes([], 5, 18_360) == 5
+
+
+@given(st.lists(st.integers(0, 3_600_000), max_size=200), st.integers(10_000, 60_000))
+def test_no_window_ending_at_a_resumed_slot_holds_more_than_the_plain_grid(past, spacing):
+    """Whatever calls came before (a burst, a restart, a grid with another phase), every
+    window ending at a slot of the resumed grid holds no more calls than a window of the plain
+    grid can: the calls of a span shorter than the window, a spacing apart."""
+    span = 3_602_000
+    now = 3_600_000
+    past = sorted(past)
+    start = grid_resumes(past, now, spacing)
+    assert start >= now
+    grid = [start + i * spacing for i in range(span // spacing + 2)]
+    calls = past + grid
+    most = math.ceil(span / spacing)
+    for t in grid:
+        assert bisect.bisect_right(calls, t) - bisect.bisect_right(calls, t - span) <= most
+
+
+def test_balance_calls_on_a_slot_grid_keep_to_their_planned_share():
+    """Two balance slots of a WABA are at least its channels' balance interval over their
+    number apart, less the margin the interval carries."""
+    assert balance_slot_gap(9180.0, 50, 0.02) == pytest.approx(180.0)
+    assert balance_slot_gap(3672.0, 0, 0.02) == pytest.approx(3600.0)
+
+
+def test_a_channel_on_its_own_timer_polls_at_once_and_then_takes_its_phase():
+    """First poll now; the second an evenly spread phase later than the interval."""
+    assert first_poll_times(100.0, 0, 4, 400.0) == (100.0, 0.0)
+    assert first_poll_times(100.0, 3, 4, 400.0) == (100.0, 300.0)
