@@ -21,6 +21,10 @@ from starlette.applications import Starlette
 
 from exporter import __version__
 from exporter.api.client import PartnerApi
+from exporter.backfill.collector import BackfillCollector
+from exporter.backfill.history import History
+from exporter.backfill.openmetrics import from_state
+from exporter.backfill.runner import Backfill
 from exporter.clock import Clock, SystemClock
 from exporter.config import Settings
 from exporter.domain import Channel
@@ -29,6 +33,7 @@ from exporter.metrics.http import ScrapeAuth, metrics_app
 from exporter.metrics.selfmetrics import PlanCollector, SelfMetrics
 from exporter.polling.collector import UsageCollector
 from exporter.polling.ledger import Ledger
+from exporter.polling.markets import DestinationCollector
 from exporter.polling.poller import Poller
 from exporter.polling.sharding import ShardBudgets
 from exporter.polling.store import Store
@@ -71,6 +76,7 @@ class Exporter:
     forward_wake: asyncio.Event | None = None
     forward_client: httpx.AsyncClient | None = None
     reconciler: Reconciler | None = None
+    backfill: Backfill | None = None
 
     def ready(self) -> bool:
         return self.poller is None or self.poller.discovered_once
@@ -81,6 +87,8 @@ class Exporter:
             await self.forward_client.aclose()
         if self.webhooks is not None:
             self.webhooks.close()
+        if self.backfill is not None:
+            self.backfill.history.close()
         self.store.close()
 
 
@@ -102,29 +110,14 @@ def build(
         headers={"User-Agent": f"whatsapp-usage-exporter/{__version__}"},
         limits=httpx.Limits(max_connections=settings.max_concurrent_requests),
     )
-    ledger = api = poller = None
+    ledger = api = poller = backfill = None
     owns: Callable[[Channel], bool] = lambda _: True  # noqa: E731 - a default predicate
     if settings.polling_enabled:
-        if settings.partner_id is None:
-            raise ValueError("polling needs D360_PARTNER_ID and credentials")
-        budgets = ShardBudgets.from_settings(settings)
-        ledger = Ledger(budgets.ledger_limits())
-        api = PartnerApi(
-            http_client,
-            base_url=settings.api_url,
-            partner_id=settings.partner_id,
-            clock=clock,
-            api_key=settings.api_key,
-            username=settings.username,
-            password=settings.password,
-            granularity=settings.usage_granularity,
-            observer=metrics.observe_request,
-        )
-        poller = Poller(api=api, store=store, ledger=ledger, clock=clock, settings=settings,
-                        budgets=budgets, metrics=metrics)
+        ledger, api, poller, backfill = _polling(settings, clock, http_client, store, metrics)
         owns = poller.selection.owns
-        metrics.add(PlanCollector(poller.budget_use,
-                                  poller.waba_intervals))
+        data.register(DestinationCollector(store, clock, settings.month_grace_seconds, owns))
+        if backfill is not None:
+            data.register(BackfillCollector(backfill))
     usage = UsageCollector(store, clock, settings.month_grace_seconds, owns)
     if settings.spend_budgets is not None:
         data.register(SpendBudgetCollector(load_spend_budgets(settings.spend_budgets),
@@ -183,10 +176,43 @@ def build(
     exporter = Exporter(settings, clock, store, metrics, exposition,
                         metrics_app(exposition, lambda: False, mode), http_client, ledger, api,
                         poller, webhooks, webhook_app, forwarder, forward_wake,
-                        forward_client, reconciler)
+                        forward_client, reconciler, backfill)
+    history = None if backfill is None else (
+        lambda: from_state(settings.state_path, store.channels, {}))
     exporter.http_app = metrics_app(exposition, exporter.ready, mode, _scrape_auth(settings),
-                                    metrics.scrapes_unauthorized.inc)
+                                    metrics.scrapes_unauthorized.inc, history=history)
     return exporter
+
+
+def _polling(settings: Settings, clock: Clock, http_client: httpx.AsyncClient, store: Store,
+             metrics: SelfMetrics) -> tuple[Ledger, PartnerApi, Poller, Backfill | None]:
+    """The ledger, the API client, the poller, and backfill when history is asked for."""
+    if settings.partner_id is None:
+        raise ValueError("polling needs D360_PARTNER_ID and credentials")
+    budgets = ShardBudgets.from_settings(settings)
+    ledger = Ledger(budgets.ledger_limits())
+    api = PartnerApi(
+        http_client,
+        base_url=settings.api_url,
+        partner_id=settings.partner_id,
+        clock=clock,
+        api_key=settings.api_key,
+        username=settings.username,
+        password=settings.password,
+        granularity=settings.usage_granularity,
+        observer=metrics.observe_request,
+    )
+    poller = Poller(api=api, store=store, ledger=ledger, clock=clock, settings=settings,
+                    budgets=budgets, metrics=metrics)
+    metrics.add(PlanCollector(poller.budget_use, poller.waba_intervals))
+    backfill = None
+    if settings.backfill_months:
+        backfill = Backfill(
+            api=api, store=store, ledger=ledger, history=History(settings.state_path),
+            clock=clock, live=poller, months=settings.backfill_months,
+            usage_channel=budgets.usage_channel, usage_waba=budgets.usage_waba,
+            balance_shares_usage=settings.channel_balance_shares_usage_budget)
+    return ledger, api, poller, backfill
 
 
 def _scrape_auth(settings: Settings) -> ScrapeAuth:
@@ -315,6 +341,8 @@ async def _serve_on(settings: Settings, listener: socket.socket,
     tasks = [asyncio.create_task(refresh_exposition(exporter.exposition), name="exposition")]
     if exporter.poller is not None:
         tasks.append(asyncio.create_task(exporter.poller.run(), name="poller"))
+    if exporter.backfill is not None:
+        tasks.append(asyncio.create_task(exporter.backfill.run(), name="backfill"))
     pool = None
     if exporter.webhook_app is not None and exporter.webhooks is not None:
         assert webhook_socket is not None, "bound whenever the settings enable webhooks"

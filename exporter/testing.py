@@ -64,13 +64,21 @@ class Rig:
         self.restarts += 1
 
     async def run_until(self, until: float) -> None:
-        """Run the poll loop, jumping the clock from one due task to the next, up to `until`."""
+        """Run the poll loop, and backfill if it is on, jumping the clock from one due task to
+        the next, up to `until`."""
         poller = self.exporter.poller
         assert poller is not None, "the rig always polls"
+        backfill = self.exporter.backfill
         while True:
             await poller.tick()
             await poller.drain()
-            nxt = poller.next_due()
+            backfill_due = None
+            if backfill is not None:
+                backfill_due = await backfill.step()
+                if backfill_due <= self.clock.now():
+                    continue  # it made a call: there may be room for another now
+            nxt = min((t for t in (poller.next_due(), backfill_due) if t is not None),
+                      default=None)
             if nxt is None or nxt > until:
                 self.clock.set(max(self.clock.now(), until))
                 await poller.tick()
