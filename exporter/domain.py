@@ -52,6 +52,19 @@ class CallTotal:
 
 
 @dataclass(frozen=True, slots=True)
+class MarketTotal:
+    """Messages to one destination country (Meta's COUNTRY dimension), all categories."""
+
+    volume: int
+    cost: Decimal
+    points_without_cost: int = 0  # as in MessageTotal
+
+
+# The market of points that name no country (the answer did not carry the dimension).
+UNKNOWN_COUNTRY = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
 class MonthUsage:
     """One channel's usage for one UTC month, as of `fetched_at`."""
 
@@ -60,6 +73,8 @@ class MonthUsage:
     # (category, pricing_type) -> total
     messages: dict[tuple[str, str], MessageTotal] = field(default_factory=dict)
     calls: dict[str, CallTotal] = field(default_factory=dict)  # direction
+    # Country code (or UNKNOWN_COUNTRY) -> total; the same messages as `messages`, by market.
+    markets: dict[str, MarketTotal] = field(default_factory=dict)
 
     @property
     def total_volume(self) -> int:
@@ -108,9 +123,19 @@ def never_lower(before: MonthUsage, after: MonthUsage) -> tuple[MonthUsage, int]
                 max(new_call.duration_seconds, old_call.duration_seconds),
                 max(new_call.cost, old_call.cost),
                 max(new_call.points_without_cost, old_call.points_without_cost))
+    markets = dict(after.markets)
+    for country, old_market in before.markets.items():
+        new_market = markets.get(country, MarketTotal(0, Decimal(0)))
+        if (new_market.volume < old_market.volume or new_market.cost < old_market.cost
+                or new_market.points_without_cost < old_market.points_without_cost):
+            raised += 1
+            markets[country] = MarketTotal(
+                max(new_market.volume, old_market.volume), max(new_market.cost, old_market.cost),
+                max(new_market.points_without_cost, old_market.points_without_cost))
     if not raised:
         return after, 0
-    return MonthUsage(after.month_start, after.currency or before.currency, messages, calls), raised
+    return MonthUsage(after.month_start, after.currency or before.currency, messages, calls,
+                      markets), raised
 
 
 _LIMIT_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*$")

@@ -18,7 +18,17 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Generic, TypeVar
 
 from exporter.calendar import month_start
-from exporter.domain import Balance, CallTotal, Channel, Client, MessageTotal, MonthUsage
+from exporter.domain import (
+    UNKNOWN_COUNTRY,
+    Balance,
+    CallTotal,
+    Channel,
+    Client,
+    MarketTotal,
+    MessageTotal,
+    MonthUsage,
+)
+from exporter.labels import OTHER
 
 
 class ShapeError(ValueError):
@@ -251,6 +261,14 @@ def parse_usage(body: Any) -> UsageReport:
     return UsageReport(optional_currency(body.get("currency")), messages, calls)
 
 
+def market_of(country: str) -> str:
+    """A point's country as a bounded label: its ISO code, `unknown` when the point named none,
+    `other` for anything that is no two-letter code."""
+    if not country:
+        return UNKNOWN_COUNTRY
+    return country if len(country) == 2 and country.isalpha() and country.isascii() else OTHER
+
+
 def aggregate_by_month(report: UsageReport, default_currency: str) -> dict[int, MonthUsage]:
     """Sum the report's points into one `MonthUsage` per UTC month. A point without a cost adds
     nothing to the cost and counts in its row's `points_without_cost`: that row's cost is
@@ -258,13 +276,20 @@ def aggregate_by_month(report: UsageReport, default_currency: str) -> dict[int, 
     cur = report.currency or default_currency
     msgs: dict[int, dict[tuple[str, str], MessageTotal]] = {}
     calls: dict[int, dict[str, CallTotal]] = {}
+    markets: dict[int, dict[str, MarketTotal]] = {}
     for m in report.messages:
-        bucket = msgs.setdefault(month_start(m.start), {})
+        month = month_start(m.start)
+        bucket = msgs.setdefault(month, {})
         key = (m.category, m.pricing_type)
         prev = bucket.get(key, MessageTotal(0, Decimal(0)))
         bucket[key] = MessageTotal(
             prev.volume + m.volume, prev.cost + (m.cost or 0),
             prev.points_without_cost + (m.cost is None))
+        by_market = markets.setdefault(month, {})
+        country = market_of(m.country)
+        was = by_market.get(country, MarketTotal(0, Decimal(0)))
+        by_market[country] = MarketTotal(was.volume + m.volume, was.cost + (m.cost or 0),
+                                         was.points_without_cost + (m.cost is None))
     for c in report.calls:
         cbucket = calls.setdefault(month_start(c.start), {})
         cprev = cbucket.get(c.direction, CallTotal(0, 0, Decimal(0)))
@@ -272,7 +297,8 @@ def aggregate_by_month(report: UsageReport, default_currency: str) -> dict[int, 
             cprev.count + c.count, cprev.duration_seconds + c.duration_seconds,
             cprev.cost + (c.cost or 0), cprev.points_without_cost + (c.cost is None))
     return {
-        month: MonthUsage(month, cur, msgs.get(month, {}), calls.get(month, {}))
+        month: MonthUsage(month, cur, msgs.get(month, {}), calls.get(month, {}),
+                          markets.get(month, {}))
         for month in set(msgs) | set(calls)
     }
 

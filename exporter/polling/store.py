@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from exporter.db import Checkpointer, StateError, connect, transaction
-from exporter.domain import Balance, CallTotal, Channel, Client, MessageTotal, MonthUsage
+from exporter.domain import (
+    Balance,
+    CallTotal,
+    Channel,
+    Client,
+    MarketTotal,
+    MessageTotal,
+    MonthUsage,
+)
 from exporter.metrics.journal import Journal
 
 SCHEMA_VERSION = 1
@@ -257,6 +265,9 @@ def _dump_usage(u: MonthUsage) -> str:
             for d, c in sorted(u.calls.items())
         ],
     }
+    if u.markets:  # rows written before markets were kept have none, and read back as such
+        body["markets"] = [[k, m.volume, str(m.cost), *_unknown(m.points_without_cost)]
+                           for k, m in sorted(u.markets.items())]
     return json.dumps(body, separators=(",", ":"))
 
 
@@ -281,4 +292,6 @@ def _load_usage(month: int, text: str, shared: dict[Any, Any] | None = None) -> 
          for c, p, v, cost, *rest in body["messages"]},
         {one.setdefault(d, d): CallTotal(int(n), int(s), Decimal(cost), _count(rest))
          for d, n, s, cost, *rest in body["calls"]},
+        {one.setdefault(k, k): MarketTotal(int(v), Decimal(cost), _count(rest))
+         for k, v, cost, *rest in body.get("markets", ())},
     )

@@ -72,6 +72,8 @@ class UsageShape:
     call_direction: bool = True
     # False: a business on a solution partner's credit line, for which Meta returns no COST.
     cost: bool = True
+    # False: points without the COUNTRY dimension (whether 360dialog passes it is not known).
+    country: bool = True
 
     @property
     def granularities(self) -> frozenset[str]:
@@ -121,8 +123,10 @@ def _meta_usage(shape: UsageShape, ch: SimChannel, pricing: list[PricingPoint],
     points: list[dict[str, Any]] = []
     for p in pricing:
         point: dict[str, Any] = {
-            "start": p.start, "end": p.end, "phone_number": phone, "country": ch.country,
+            "start": p.start, "end": p.end, "phone_number": phone,
             "pricing_category": p.category, "pricing_type": p.pricing_type, "volume": p.volume}
+        if shape.country:
+            point["country"] = ch.country
         if tiered := tier(p.category, p.pricing_type, ch.country, p.start):
             point["tier"] = tiered
         if shape.cost:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from exporter.domain import CallTotal, MessageTotal, MonthUsage, never_lower
+from exporter.domain import CallTotal, MarketTotal, MessageTotal, MonthUsage, never_lower
 
 M = 1_780_272_000
 
@@ -46,3 +46,14 @@ def test_points_without_cost_are_kept_and_held_like_the_other_totals():
     assert raised == 2
     assert held.messages == {("marketing", "regular"): MessageTotal(10, Decimal("1.0"), 3)}
     assert held.calls == {"business_initiated": CallTotal(2, 50, Decimal("0.1"), 1)}
+
+
+def test_a_markets_total_never_goes_down_within_the_month():
+    """A destination's month total is a counter too: a lower figure is held."""
+    before = MonthUsage(1, "USD", markets={"DE": MarketTotal(10, Decimal("1.0"))})
+    after = MonthUsage(1, "USD", markets={"DE": MarketTotal(8, Decimal("0.8")),
+                                          "AT": MarketTotal(1, Decimal("0.1"))})
+    held, raised = never_lower(before, after)
+    assert raised == 1
+    assert held.markets == {"DE": MarketTotal(10, Decimal("1.0")),
+                            "AT": MarketTotal(1, Decimal("0.1"))}

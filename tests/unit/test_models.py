@@ -14,7 +14,7 @@ from exporter.api.models import (
     parse_partner_balance,
     parse_usage,
 )
-from exporter.domain import Balance, CallTotal, MessageTotal
+from exporter.domain import Balance, CallTotal, MarketTotal, MessageTotal
 
 USAGE = {
     "currency": "usd",
@@ -122,6 +122,25 @@ def test_meta_shape_reads_without_a_currency_and_keeps_tier_and_country():
     month = aggregate_by_month(report, "EUR")[1790812800]
     assert month.currency == "EUR"
     assert month.messages == {("utility", "regular"): MessageTotal(320, Decimal("17.6"))}
+    assert month.markets == {"DE": MarketTotal(300, Decimal("16.5")),
+                             "AT": MarketTotal(20, Decimal("1.1"))}
+
+
+def test_points_without_a_country_are_the_unknown_market_and_a_bad_one_is_other():
+    """An answer without the COUNTRY dimension says nothing of markets: its messages are kept
+    as `unknown` (never spread over guessed countries); a value that is no ISO code is
+    `other`, so labels stay bounded."""
+    body = {"pricing_analytics": {"data_points": [
+        {"start": 1790812800, "pricing_category": "MARKETING", "pricing_type": "REGULAR",
+         "volume": 5, "cost": Decimal("0.5")},
+        {"start": 1790812800, "pricing_category": "MARKETING", "pricing_type": "REGULAR",
+         "country": "Germany", "volume": 2},
+        {"start": 1790812800, "pricing_category": "UTILITY", "pricing_type": "REGULAR",
+         "country": "br", "volume": 1, "cost": Decimal("0.01")}]}}
+    month = aggregate_by_month(parse_usage(body), "USD")[1790812800]
+    assert month.markets == {"unknown": MarketTotal(5, Decimal("0.5")),
+                             "other": MarketTotal(2, Decimal(0), 1),
+                             "BR": MarketTotal(1, Decimal("0.01"))}
 
 
 def test_call_seconds_are_count_times_the_average_per_point():

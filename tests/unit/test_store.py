@@ -8,7 +8,15 @@ from decimal import Decimal
 import pytest
 
 from exporter.db import StateError
-from exporter.domain import Balance, CallTotal, Channel, Client, MessageTotal, MonthUsage
+from exporter.domain import (
+    Balance,
+    CallTotal,
+    Channel,
+    Client,
+    MarketTotal,
+    MessageTotal,
+    MonthUsage,
+)
 from exporter.polling.store import Store
 
 CH = Channel("ch_1", "cl_1", "wa_1", "1049", "+49151", "Support", "ready")
@@ -104,3 +112,15 @@ def test_points_without_cost_survive_a_restart_and_old_rows_still_load(tmp_path)
     assert again.usage["ch_1"].months[DEC] == unknown
     assert again.usage["ch_1"].months[DEC].points_without_cost == 8
     assert again.usage["ch_2"].months[DEC] == usage(3)
+
+
+def test_markets_survive_a_restart(tmp_path):
+    """The month's totals by destination country load back as written."""
+    path = tmp_path / "state.sqlite3"
+    store = Store(path)
+    month = MonthUsage(DEC, "USD", {("marketing", "regular"): MessageTotal(7, Decimal("0.7"))},
+                       {}, {"DE": MarketTotal(5, Decimal("0.5")),
+                            "unknown": MarketTotal(2, Decimal(0), 2)})
+    store.put_usage("ch_1", {DEC: month}, 1.0, keep_from=0)
+    store.close()
+    assert Store(path).usage["ch_1"].months[DEC] == month
