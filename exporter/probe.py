@@ -240,6 +240,13 @@ def _describe_usage(probe: Probe, report: models.UsageReport, body: Any) -> None
     probe.say("usage: every point has a cost" if not missing else
               f"usage: {missing} points have no cost: their cost is exposed as unknown "
               "(no sample), not as zero")
+    countries = sorted({m.country for m in report.messages if m.country})
+    if countries:
+        probe.say("usage: points name their destination country (" + ", ".join(countries)
+                  + "): whatsapp_destination_* show spend by market")
+    elif report.messages:
+        probe.say("usage: no point names a country (no COUNTRY dimension): "
+                  "whatsapp_destination_* show these messages under country=\"unknown\"")
     unread = unread_fields(body)
     probe.say("usage: unread fields: " + (", ".join(unread) if unread else "none"))
     months = models.aggregate_by_month(report, report.currency)

@@ -36,6 +36,7 @@ async def test_probe_reads_each_kind_once_and_charges_the_ledger(tmp_path: Path)
     assert "granularity spelling that worked: DAILY (1 request(s))" in text
     assert "currency USD (from channel_balance)" in text
     assert "exposes: month 2026-12" in text
+    assert "points name their destination country (" in text
     ends = [r.path.split("/partners/", 1)[1].split("/", 1)[1] for r in sim.requests]
     ch = ends[1].split("/")[3]
     assert ends == ["channels", f"clients/{ends[1].split('/')[1]}/channels/{ch}/info/balance",
@@ -120,3 +121,13 @@ def test_unread_fields_names_what_the_parser_ignores() -> None:
     assert unread_fields(body) == ["pricing_analytics point surprise", "top-level extra"]
     assert usage_shape({"currency": "USD"}).startswith("older working shape")
     assert usage_shape([]) == "not an object"
+
+
+async def test_probe_says_when_the_answer_names_no_country(tmp_path: Path) -> None:
+    """Whether 360dialog passes Meta's COUNTRY dimension on is not documented: the probe says
+    which it is, and where such messages show."""
+    clock = FakeClock(START)
+    sim = SimulatedApi(FLEET, clock.now, usage_shape=UsageShape(country=False))
+    probe = await run_probe(_settings(tmp_path, sim), clock=clock,
+                            transport=httpx.ASGITransport(app=sim.app))
+    assert 'no point names a country (no COUNTRY dimension)' in "\n".join(probe.lines)
