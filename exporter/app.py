@@ -140,7 +140,8 @@ def build(
         if poller is not None:
             reconciler = Reconciler(
                 store, webhooks, clock, month_grace=settings.month_grace_seconds,
-                card_currency=card.currency if card else None, owns=owns)
+                card_currency=card.currency if card else None, owns=owns,
+                min_messages=settings.webhook_reconcile_min_messages)
             data.register(ReconciliationCollector(reconciler))
         state = webhooks
         metrics.webhook_inbox.set_function(lambda: state.pending)

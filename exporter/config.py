@@ -179,6 +179,8 @@ class Settings(BaseSettings):
     webhook_workers: int = Field(0, ge=0, le=16)
     webhook_dedupe_window_seconds: float = Field(8 * 86_400, gt=0)
     webhook_max_unmapped_channels: int = Field(100, ge=0)
+    # Polled growth a category needs before its reconciliation ratio is shown (see reconcile.py).
+    webhook_reconcile_min_messages: int = Field(100, ge=1)
     webhook_rate_card: Path | None = None
     webhook_forward_url: str | None = None
     # Both senders' signatures, so the application can verify what it receives.

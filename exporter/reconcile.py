@@ -11,7 +11,8 @@ Two things make a naive month-to-date ratio lie, and both are handled here:
   first delivery, each channel is compared from its first poll after webhooks for it arrived:
   that pair is stored as a baseline and both sides count from there.
 
-A ratio appears only once the poll has grown by `MIN_MESSAGES` in its category: the two sources
+A ratio appears only once the poll has grown by `MIN_MESSAGES` (by default; the setting
+D360_WEBHOOK_RECONCILE_MIN_MESSAGES) in its category: the two sources
 are read at one instant but not in one step, so a message or two is always in flight between
 them, and over a handful of messages that alone reads as a rate card or a receiver far off.
 
@@ -101,9 +102,9 @@ def webhook_totals(tallies: dict[MonthKey, tuple[float, float]], channel: Channe
 
 
 def ratios(channel: Channel, pair: Pair, baseline: Baseline, card_currency: str | None,
-           ) -> list[Ratio]:
+           min_messages: int = MIN_MESSAGES) -> list[Ratio]:
     """Webhook growth over polled growth since the baseline (all of the month without one),
-    where the poll grew by at least `MIN_MESSAGES` (a category the webhooks miss shows as 0)."""
+    where the poll grew by at least `min_messages` (a category the webhooks miss shows as 0)."""
     # Cost compares only in one currency: the card's must be the WABA's billing currency.
     same_currency = card_currency is not None and pair.currency.upper() == card_currency
     out = []
@@ -111,7 +112,7 @@ def ratios(channel: Channel, pair: Pair, baseline: Baseline, card_currency: str 
         polled_messages, polled_cost = pair.polled[category]
         seen_messages, seen_cost = pair.webhook.get(category, (0.0, 0.0))
         base = baseline.get(category, (0.0, 0.0, 0.0, 0.0))
-        if polled_messages - base[0] < MIN_MESSAGES:
+        if polled_messages - base[0] < min_messages:
             continue
         out.append(Ratio(channel.waba_label, channel.id, category, "messages",
                          (seen_messages - base[2]) / (polled_messages - base[0])))
@@ -124,13 +125,14 @@ def ratios(channel: Channel, pair: Pair, baseline: Baseline, card_currency: str 
 class Reconciler:
     def __init__(self, store: Store, webhooks: WebhookState, clock: Clock, *,
                  month_grace: float, card_currency: str | None,
-                 owns: Callable[[Channel], bool]) -> None:
+                 owns: Callable[[Channel], bool], min_messages: int = MIN_MESSAGES) -> None:
         self._store = store
         self._webhooks = webhooks
         self._clock = clock
         self._grace = month_grace
         self._currency = card_currency
         self._owns = owns
+        self.min_messages = min_messages
         self._pairs: dict[str, Pair] = {}
         self._seen_store = (-1, -1)  # (store version, month) at the last observe
         self.version = 0
@@ -171,24 +173,25 @@ class Reconciler:
             if pair is None or pair.month != month or not pair.webhook or not self._owns(channel):
                 continue
             baseline = self._webhooks.baselines.get((month, channel.waba_label, channel.id), {})
-            yield from ratios(channel, pair, baseline, self._currency)
+            yield from ratios(channel, pair, baseline, self._currency, self.min_messages)
 
 
 class ReconciliationCollector(Collector):
     def __init__(self, reconciler: Reconciler) -> None:
         self._reconciler = reconciler
+        self._help = (
+            "Webhook estimate divided by the polled number for the current billing month, as of "
+            "the channel's last poll, per category (measure: messages or cost); 1 means they "
+            "agree. In the receiver's first month both count from the first poll after webhooks "
+            f"for the channel arrived. Shown once the poll grew by {reconciler.min_messages} "
+            "messages in the category.")
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
 
     def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(
-            "whatsapp_webhook_reconciliation_ratio",
-            "Webhook estimate divided by the polled number for the current billing month, as of "
-            "the channel's last poll, per category (measure: messages or cost); 1 means they "
-            "agree. In the receiver's first month both count from the first poll after webhooks "
-            f"for the channel arrived. Shown once the poll grew by {MIN_MESSAGES} messages in "
-            "the category.", labels=["waba_id", "channel_id", "category", "measure"])
+        family = GaugeMetricFamily("whatsapp_webhook_reconciliation_ratio", self._help,
+                                   labels=["waba_id", "channel_id", "category", "measure"])
         for r in self._reconciler.ratios():
             family.add_metric([r.waba_id, r.channel_id, r.category, r.measure], r.value)
         yield family

@@ -139,6 +139,8 @@ def test_every_dashboard_query_returns_data(simulator_with_webhooks, webhook_por
     _, url = start_exporter(fast_env(simulator_with_webhooks) | {
         "D360_SPEND_BUDGETS": str(budgets),
         "D360_WEBHOOK_HMAC_SECRET": HMAC_SECRET,
+        # A short run: show ratios from the first polled message, not from 100.
+        "D360_WEBHOOK_RECONCILE_MIN_MESSAGES": "1",
         "D360_WEBHOOK_LISTEN_ADDRESS": f"127.0.0.1:{webhook_port}",
         "D360_WEBHOOK_RATE_CARD": str(CARD),
         "D360_WEBHOOK_FORWARD_URL": sink.url,
