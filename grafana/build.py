@@ -280,6 +280,15 @@ def usage_costs() -> dict[str, object]:
                  table_format=True),
            query(f"sum by (client_id, waba_id, channel_id, currency) ({cost})", instant=True,
                  table_format=True)], width=16, height=8)
+    b.add(bars("short", 2), "Top destinations by cost this month",
+          "Month-to-date messaging cost per destination country, over the selected WABAs "
+          "(whatsapp_destination_cost_total: Meta's COUNTRY dimension of the usage points, "
+          "summed per WABA). A country of 'unknown' means the usage answers named no country: "
+          "360dialog may not pass that dimension on; `whatsapp-usage-exporter probe` says "
+          f"which. {MONEY_NOTE} {UNKNOWN_COST_NOTE}",
+          [query('topk(10, sum by (country, currency) (whatsapp_destination_cost_total'
+                 '{waba_id=~"$waba"}))', "{{country}} ({{currency}})", instant=True)],
+          width=24, height=8)
 
     b.row("Over time (polled)")
     b.add(over_time("short", bars=True, stacked=True), "Messages by category",
@@ -297,9 +306,12 @@ def usage_costs() -> dict[str, object]:
           [query(f"sum by (pricing_type) (increase({msgs}[$__interval]))", "{{pricing_type}}")],
           width=12, height=8)
     b.add(over_time("short"), "Month-to-date cost",
-          f"The running month-to-date messaging cost per currency. {POLLED_NOTE} {MONTH_NOTE} "
-          f"{MONEY_NOTE}",
-          [query(f"sum by (currency) ({cost})", "{{currency}}")], width=12, height=8)
+          f"The running month-to-date messaging cost per currency; each month's peak is its "
+          f"total. It reads the last sample of each day too, so months the exporter backfilled "
+          f"(D360_BACKFILL_MONTHS, one sample at each day's end) show as well as scraped "
+          f"ones: set a range of months. {POLLED_NOTE} {MONTH_NOTE} {MONEY_NOTE}",
+          [query(f"sum by (currency) (last_over_time({cost}[1d]))", "{{currency}}")],
+          width=12, height=8)
 
     b.row("Spend against budget (polled)")
     per_client = "client_id, currency"

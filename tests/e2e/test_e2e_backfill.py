@@ -5,28 +5,47 @@ days with the simulator's daily truth."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.backfill.plan import wanted_ranges
-from exporter.calendar import DAY
+from exporter.calendar import DAY, month_start
 from exporter.simulator.fleet import build_fleet
 from exporter.simulator.traffic import usage_points
 from tests import tools
-from tests.e2e.conftest import Proc, base_env, free_port, wait_http
+from tests.e2e.conftest import ROOT, Proc, base_env, free_port, wait_http
 
 pytestmark = pytest.mark.e2e
 
 SIZES = (2, 1)
 WINDOW = 4  # seconds: the usage budgets' window, small so the past comes in seconds
 MONTHS = 1
+
+
+def dashboard_expr(title: str) -> str:
+    """A usage dashboard panel's query, with every filter variable set to all."""
+    board = json.loads((ROOT / "grafana" / "usage-costs.json").read_text())
+
+    def panels(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        for panel in node.get("panels", []):
+            yield panel
+            yield from panels(panel)
+
+    panel = next(p for p in panels(board) if p.get("title") == title)
+    expr = str(panel["targets"][0]["expr"])
+    for variable in ("$client", "$waba", "$channel"):
+        expr = expr.replace(variable, ".*")
+    return expr
 
 
 def progress(url: str) -> dict[str, float]:
@@ -127,6 +146,22 @@ def test_backfilled_blocks_answer_past_days_with_the_simulators_truth(tmp_path: 
             assert all(v == pytest.approx(0.0, abs=1e-9) for k, v in got.items()
                        if k not in want), day
         assert checked > 100
+
+        # The dashboard's month-to-date panel shows the past: at noon of a past day, its query
+        # gives the month's spend up to the end of the day before, as the simulator has it.
+        expr = dashboard_expr("Month-to-date cost")
+        for day in (oldest + 5 * DAY, newest - 3 * DAY):
+            r = httpx.get(prom_url + "/api/v1/query",
+                          params={"query": expr, "time": day + DAY // 2}, timeout=10)
+            r.raise_for_status()
+            result = r.json()["data"]["result"]
+            month = month_start(day)
+            total = Decimal(0)
+            for ch in fleet.channels():
+                pricing, _ = usage_points(fleet.seed, ch, month, day - 1, day, "DAILY")
+                total += sum((p.cost for p in pricing), Decimal(0))
+            assert [float(x["value"][1]) for x in result] == [
+                pytest.approx(float(total), rel=1e-9)], day
     finally:
         prom.terminate()
         prom.wait(10)
