@@ -130,7 +130,8 @@ class Exporter:
 
 
 def start_exporter(state: Path, workdir: Path, *, polling: bool = True,
-                   workers: int = 0) -> Exporter:
+                   workers: int = 0, root: Path = ROOT) -> Exporter:
+    """`root`: the source tree to run (another checkout, to compare commits in one run)."""
     port, webhook_port = free_port(), free_port()
     api = {"D360_API_URL": f"http://127.0.0.1:{free_port()}/api/v2", "D360_PARTNER_ID": "bench",
            "D360_API_KEY": "bench-key"} if polling else {}
@@ -139,8 +140,8 @@ def start_exporter(state: Path, workdir: Path, *, polling: bool = True,
         "D360_LOG_LEVEL": "error", "D360_LOG_FORMAT": "json",
         "D360_WEBHOOK_LISTEN_ADDRESS": f"127.0.0.1:{webhook_port}",
         "D360_WEBHOOK_HMAC_SECRET": SECRET, "D360_WEBHOOK_RATE_CARD": str(CARD),
-        "D360_WEBHOOK_WORKERS": str(workers), "PYTHONPATH": str(ROOT)}
-    log = workdir / "exporter.log"
+        "D360_WEBHOOK_WORKERS": str(workers), "PYTHONPATH": str(root)}
+    log = workdir / f"exporter-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "exporter"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=out)
