@@ -1,0 +1,58 @@
+"""bench/webhook.lua, the saturation benchmark's generator, run by the real wrk: every request
+it makes must carry a valid HMAC-SHA256 of its body (its SHA-256 is hand-written in Lua), be
+a status webhook the exporter's parser reads, and name a message no other request named."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from exporter.webhooks.parser import StatusEvent, parse
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")]
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "webhook.lua"
+SECRET = b"a secret longer than sixty-four bytes, so the script hashes the key first: ........"
+
+
+async def test_wrk_script_signs_unique_status_webhooks() -> None:
+    bodies: list[tuple[bytes, str]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+                fields = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if line)
+                body = await reader.readexactly(int(fields["content-length"]))
+                bodies.append((body, fields.get("x-hub-signature-256", "")))
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        wrk = await asyncio.create_subprocess_exec(
+            "wrk", "-t2", "-c2", "-d1s", "-s", str(SCRIPT), f"http://127.0.0.1:{port}/webhook",
+            env=os.environ | {"WRK_SECRET": SECRET.decode(), "WRK_CHANNELS": "50"},
+            stdout=asyncio.subprocess.DEVNULL)
+        assert await wrk.wait() == 0
+    assert bodies
+    ids = []
+    for body, signature in bodies:
+        assert signature == "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+        [event] = parse(json.loads(body))
+        assert isinstance(event, StatusEvent)
+        assert event.pricing is not None
+        assert 0 <= int(event.display_phone_number[5:]) < 50
+        ids.append(event.message_id)
+    assert len(set(ids)) == len(ids)
