@@ -24,7 +24,7 @@ not found, so folding both sides holds whichever way they are reported.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -61,6 +61,8 @@ class Pair:
     currency: str
     polled: Totals
     webhook: Totals
+    # Polled messages per category in rows that cost something: what a cost ratio is made of.
+    charged: dict[str, float] = field(default_factory=dict)
 
 
 def compared_category(category: str) -> str:
@@ -92,6 +94,17 @@ def polled_totals(usage: MonthUsage) -> Totals:
     return out
 
 
+def charged_volumes(usage: MonthUsage) -> dict[str, float]:
+    """Messages per compared category in rows with a cost above zero (the free pricing types
+    cost nothing, so they move no cost ratio however many there are)."""
+    out: dict[str, float] = {}
+    for (category, _), total in usage.messages.items():
+        if total.cost > 0:
+            compared = compared_category(category)
+            out[compared] = out.get(compared, 0.0) + total.volume
+    return out
+
+
 def webhook_totals(tallies: dict[MonthKey, tuple[float, float]], channel: Channel) -> Totals:
     out: Totals = {}
     for category in CATEGORIES | {"other"}:
@@ -116,7 +129,12 @@ def ratios(channel: Channel, pair: Pair, baseline: Baseline, card_currency: str 
             continue
         out.append(Ratio(channel.waba_label, channel.id, category, "messages",
                          (seen_messages - base[2]) / (polled_messages - base[0])))
-        if same_currency and polled_cost - base[1] > 1e-9:
+        # The cost ratio needs as many charged messages: estimated from the cost's growth at
+        # the category's average price now, as the baseline kept no charged count.
+        charged = pair.charged.get(category, 0.0)
+        grown = polled_cost - base[1]
+        if same_currency and grown > 1e-9 and charged and (
+                grown / (polled_cost / charged) >= min_messages):
             out.append(Ratio(channel.waba_label, channel.id, category, "cost",
                              (seen_cost - base[3]) / (polled_cost - base[1])))
     return out
@@ -155,11 +173,15 @@ class Reconciler:
                     old is not None and (old.fetched_at, old.month) == (usage.fetched_at, month)):
                 continue
             pair = Pair(usage.fetched_at, month, polled.currency, polled_totals(polled),
-                        webhook_totals(tallies, channel))
+                        webhook_totals(tallies, channel), charged_volumes(polled))
             key = (month, channel.waba_label, channel.id)
             if from_baseline and key not in self._webhooks.baselines:
                 if not pair.webhook:
-                    continue  # the webhooks have not seen this channel yet: nothing to compare
+                    # The webhooks have not seen this channel yet: nothing to compare. The poll
+                    # is kept as paired, so that it is not paired again later with tallies
+                    # grown since it landed (a baseline off by what came in between).
+                    self._pairs[channel.id] = pair
+                    continue
                 self._webhooks.set_baseline(*key, {
                     c: (*pair.polled.get(c, (0.0, 0.0)), *pair.webhook.get(c, (0.0, 0.0)))
                     for c in pair.polled.keys() | pair.webhook.keys()})

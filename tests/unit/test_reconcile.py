@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from exporter.domain import Channel, MessageTotal, MonthUsage
-from exporter.reconcile import MIN_MESSAGES, Pair, polled_totals, ratios
+from exporter.reconcile import MIN_MESSAGES, Pair, charged_volumes, polled_totals, ratios
 
 CH = Channel("ch_1", "cl_1", "wa_1", "1049", "+4915100000000", "Support", "ready")
 USAGE = MonthUsage(1_780_272_000, "usd", {
@@ -19,7 +19,8 @@ USAGE = MonthUsage(1_780_272_000, "usd", {
 
 
 def got(webhook, baseline=None, currency="USD"):
-    pair = Pair(1.0, USAGE.month_start, USAGE.currency, polled_totals(USAGE), webhook)
+    pair = Pair(1.0, USAGE.month_start, USAGE.currency, polled_totals(USAGE), webhook,
+                charged_volumes(USAGE))
     return {(r.category, r.measure): r.value
             for r in ratios(CH, pair, baseline or {}, currency)}
 
@@ -63,7 +64,7 @@ def test_a_category_with_points_lacking_a_cost_compares_messages_only():
     polled = polled_totals(usage)
     assert polled == {"marketing": (1050.0, 0.0), "utility": (400.0, 22.0)}
     pair = Pair(1.0, usage.month_start, "USD", polled,
-                {"marketing": (1050.0, 130.0), "utility": (400.0, 22.0)})
+                {"marketing": (1050.0, 130.0), "utility": (400.0, 22.0)}, charged_volumes(usage))
     ratio = {(r.category, r.measure): r.value for r in ratios(CH, pair, {}, "USD")}
     assert ratio == {("marketing", "messages"): 1.0, ("utility", "messages"): 1.0,
                      ("utility", "cost"): pytest.approx(1.0)}
@@ -78,3 +79,16 @@ def test_no_ratio_until_the_poll_grew_by_the_minimum():
     ratio = got({"marketing": (grown - 1.0, 0.0), "utility": (MIN_MESSAGES - 1.0, 0.0)},
                 baseline, currency=None)
     assert ratio == {("utility", "messages"): pytest.approx(1 - 1 / MIN_MESSAGES)}
+
+
+def test_a_cost_ratio_waits_for_as_many_charged_messages():
+    """Utility grew by 150 messages, but only 15 of them cost something (the rest were free in
+    the service window): its messages compare, its cost not yet, since one charged message in
+    flight would move it by 7%."""
+    usage = MonthUsage(USAGE.month_start, "USD", {
+        ("utility", "regular"): MessageTotal(15, Decimal("0.30")),
+        ("utility", "free_customer_service"): MessageTotal(135, Decimal(0))})
+    pair = Pair(1.0, usage.month_start, "USD", polled_totals(usage),
+                {"utility": (150.0, 0.30)}, charged_volumes(usage))
+    assert {(r.category, r.measure) for r in ratios(CH, pair, {}, "USD")} == {
+        ("utility", "messages")}
