@@ -81,6 +81,9 @@ class Exporter:
     def ready(self) -> bool:
         return self.poller is None or self.poller.discovered_once
 
+    def not_ready_reason(self) -> str:
+        return "" if self.poller is None else self.poller.not_ready_reason()
+
     async def aclose(self) -> None:
         await self.http_client.aclose()
         if self.forward_client is not None:
@@ -181,7 +184,8 @@ def build(
     history = None if backfill is None else (
         lambda: from_state(settings.state_path, store.channels, {}))
     exporter.http_app = metrics_app(exposition, exporter.ready, mode, _scrape_auth(settings),
-                                    metrics.scrapes_unauthorized.inc, history=history)
+                                    metrics.scrapes_unauthorized.inc, history=history,
+                                    not_ready=exporter.not_ready_reason)
     return exporter
 
 

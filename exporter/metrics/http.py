@@ -81,7 +81,9 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 def metrics_app(exposition: Exposition, ready: Callable[[], bool], mode: str,
                 auth: ScrapeAuth | None = None,
                 on_unauthorized: Callable[[], None] = lambda: None, *,
-                history: History | None = None) -> Starlette:
+                history: History | None = None,
+                not_ready: Callable[[], str] = lambda: "") -> Starlette:
+    """`not_ready` says why the exporter is not ready yet, for `/readyz`'s 503 answer."""
     auth = auth or ScrapeAuth()
 
     def refused(request: Request) -> Response | None:
@@ -109,7 +111,8 @@ def metrics_app(exposition: Exposition, ready: Callable[[], bool], mode: str,
     async def readyz(_: Request) -> Response:
         if ready():
             return PlainTextResponse("ready\n")
-        return PlainTextResponse("not ready: waiting for the first discovery\n", status_code=503)
+        reason = not_ready() or "waiting for the first discovery"
+        return PlainTextResponse(f"not ready: {reason}\n", status_code=503)
 
     async def backfill(request: Request) -> Response:
         if (answer := refused(request)) is not None:

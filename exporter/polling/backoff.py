@@ -2,7 +2,8 @@
 
 The wait doubles from `MIN_BACKOFF_SECONDS` with each failure in a row (exporter.retry), never
 longer than the task's regular interval, at least what a 429's `Retry-After` asks; an error that
-will not go away by retrying waits the full interval. The ledger still has the last word.
+will not go away by retrying waits the full interval, except discovery until it first succeeds.
+The ledger still has the last word.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ def retries_on_its_own(kind: TaskKind, *, slotted: bool) -> bool:
     if kind == TaskKind.CLOSE_OUT:
         return False
     return not (kind == TaskKind.USAGE and slotted)
+
+
+def retries_soon(kind: TaskKind, *, retryable: bool, discovered_once: bool) -> bool:
+    """Whether a failure is retried on the backoff rather than after the full interval. Until
+    the first discovery succeeds every failure of it is: nothing is polled before it, and a
+    setting fixed on the API's side (a key activated, a proxy route added) shows at once."""
+    return retryable or (kind == TaskKind.DISCOVERY and not discovered_once)
 
 
 def retry_delay(

@@ -37,10 +37,12 @@ from exporter.polling.activity import Activity, activity_volume
 from exporter.polling.backoff import (
     MIN_BACKOFF_SECONDS,
     retries_on_its_own,
+    retries_soon,
     retry_delay,
     task_interval,
 )
 from exporter.polling.charging import close_out_room, scopes_for
+from exporter.polling.diagnosis import Problem, discovery_problem
 from exporter.polling.ledger import Ledger, Scope
 from exporter.polling.schedule import (
     ChannelPlan,
@@ -129,6 +131,7 @@ class Poller:
         self._day = day_start(clock.now())
         self._reporting = reporting_month(clock.now(), settings.month_grace_seconds)
         self.discovered_once = store.get_meta("last_discovery") is not None
+        self.discovery_problem: Problem | None = None  # why the last discovery failed
         self.ledger.load(store.ledger_rows())
         self._restore_activity()
         self._apply_fleet(list(store.channels.values()), initial=True)
@@ -676,7 +679,8 @@ class Poller:
             log.warning("api_rate_limited", task=kind, id=id_, retry_after=exc.retry_after,
                         note="a 429 means our plan was wrong; please report it")
         delay = retry_delay(attempt, self._task_interval(key), retry_after=retry_after,
-                            retryable=exc.retryable)
+                            retryable=retries_soon(kind, retryable=exc.retryable,
+                                                   discovered_once=self.discovered_once))
         log.warning("api_call_failed", task=kind, id=id_, kind=exc.kind, error=str(exc),
                     attempt=attempt, retry_in_seconds=round(delay, 1))
         self._schedule(key, self.clock.now() + delay)
@@ -697,9 +701,13 @@ class Poller:
         except _Deferred:
             return
         except ApiError as exc:
+            self._discovery_failed(exc)
             self._failed(key, exc)
             return
         self._failures.pop(key, None)
+        if self.discovery_problem is not None:
+            log.info("discovery_recovered", partner_id=self.settings.partner_id)
+            self.discovery_problem = None
         now = self.clock.now()
         channels = [c for c in channels if self.selection.wanted(c)]
         gone = self.store.set_discovery(clients, channels)
@@ -712,6 +720,25 @@ class Poller:
         log.info("discovery_done", clients=len(clients), channels=len(channels),
                  polled_channels=len(self.plans), retired=len(gone))
         self._schedule(key, now + self.settings.discovery_interval_seconds)
+
+    def _discovery_failed(self, exc: ApiError) -> None:
+        """Say which setting is probably wrong: in the log once per change (each failure is
+        logged as any failed call is), and in `/readyz` until a discovery succeeds."""
+        problem = discovery_problem(
+            exc, partner_id=self.settings.partner_id or "", api_url=self.settings.api_url,
+            api_key=self.settings.api_key is not None)
+        if problem != self.discovery_problem:
+            log.error("discovery_failed", partner_id=self.settings.partner_id,
+                      status=problem.status, setting=problem.setting, hint=problem.message)
+        self.discovery_problem = problem
+
+    def not_ready_reason(self) -> str:
+        """Why `/readyz` says not ready (empty once a discovery has succeeded)."""
+        if self.discovered_once:
+            return ""
+        if self.discovery_problem is not None:
+            return f"discovery failed: {self.discovery_problem.message}"
+        return "waiting for the first discovery"
 
     async def _all_pages(
         self, fetch: Callable[[int], Awaitable[models.Page[_T]]]
