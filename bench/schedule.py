@@ -42,11 +42,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fleet import waba_sizes
 from exporter.calendar import DAY
+from exporter.clock import to_ms
 from exporter.config import Settings
 from exporter.polling.schedule import (
     PlanParams,
     WabaSlots,
+    balance_slot_gap,
     close_out_time,
+    first_poll_times,
+    grid_resumes,
     initial_phase,
     plan_waba,
     slot_params,
@@ -133,12 +137,16 @@ class Result:
     close_outs: int = 0
     slots_taken: int = 0
     slots_idle: int = 0
+    first_poll_latest: float = 0.0  # seconds from the start to the last channel's first poll
+    first_poll_within_60s: int = 0  # channels whose first poll came within 60 s of the start
 
     def add(self, other: Result) -> None:
         for name in ("calls", "balance_calls", "age", "best_age", "active_age", "active_best",
                      "bound_age", "bound_best", "bound_active_age", "bound_active_best",
-                     "flips", "close_outs", "slots_taken", "slots_idle"):
+                     "flips", "close_outs", "slots_taken", "slots_idle",
+                     "first_poll_within_60s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.first_poll_latest = max(self.first_poll_latest, other.first_poll_latest)
         for kind in self.violations:
             self.violations[kind] += other.violations[kind]
             self.windows_checked[kind] += other.windows_checked[kind]
@@ -200,6 +208,9 @@ def simulate_waba(job: Job) -> Result:
         b = balances.get(ch, np.empty(0))
         out.calls += len(t)
         out.balance_calls += len(b)
+        if len(t):
+            out.first_poll_latest = max(out.first_poll_latest, float(t[0]) - START)
+            out.first_poll_within_60s += int(t[0] - START <= 60)
         charged = np.sort(np.concatenate([t, b])) if p.balance_shares_usage else t
         out.violations["channel"] += violations(charged, limit_c.count, limit_c.window_seconds)
         out.windows_checked["channel"] += len(charged)
@@ -245,13 +256,22 @@ def _slotted(w_index: int, n_wabas: int, ids: list[str], activity: dict[str, Act
     slots.set_channels(ids, set(), {})
     times: dict[str, list[float]] = {ch: [] for ch in ids}
     unchanged = dict.fromkeys(ids, 0)
-    t = START + initial_phase(w_index, n_wabas, slot.spacing)
+    # The first round (a start without state): every channel at once, as the WABA's window
+    # has room; the grid resumes where those calls leave it room.
+    first = slots.take_first(START, p.usage_waba.count)
+    for ch in first:
+        times[ch].append(START)
+    t = max(START + initial_phase(w_index, n_wabas, slot.spacing),
+            grid_resumes([to_ms(START)] * len(first), to_ms(START), to_ms(slot.spacing)) / 1000)
+    gap = balance_slot_gap(next(iter(balance_interval.values()), math.inf), len(ids), p.margin)
+    last_balance = -math.inf
     take = slots.take
     while t < end:
-        if due and due[0][0] <= t:
+        if due and due[0][0] <= t and t >= last_balance + gap:
             _, ch = heapq.heappop(due)
             went[ch].append(t)
             heapq.heappush(due, (t + balance_interval[ch], ch))
+            last_balance = t
             t += slot.spacing
             continue
         ch = take(t)
@@ -279,7 +299,8 @@ def _slotted(w_index: int, n_wabas: int, ids: list[str], activity: dict[str, Act
 
 def _cadenced(ids: list[str], plans: dict, balances: dict[str, np.ndarray], p: PlanParams,
               end: float, out: Result) -> dict[str, np.ndarray]:
-    """Each channel at its planned interval from an evenly spread phase; after each UTC
+    """Each channel polled at the start (the first round), then at its planned interval from
+    an evenly spread phase after that (the poller's first_poll_times); after each UTC
     midnight (plus the delay, spread) the next poll is brought forward to close the day where
     the channel's window has room, and the cadence goes on from the poll it replaced."""
     delay = float(default("close_out_delay_seconds"))  # type: ignore[arg-type]
@@ -290,10 +311,12 @@ def _cadenced(ids: list[str], plans: dict, balances: dict[str, np.ndarray], p: P
     out_times: dict[str, list[np.ndarray]] = {ch: [] for ch in ids}
     for index, ch in enumerate(ids):
         interval = plans[ch].usage_interval
-        anchor = START + initial_phase(index, n, interval)
+        first, settle = first_poll_times(START, index, n, interval)
+        out_times[ch].append(np.array([first]))
+        anchor = first + interval + settle
         b = balances.get(ch, np.empty(0)) if p.balance_shares_usage else np.empty(0)
         boundary = (math.floor(START / DAY) + 1) * DAY
-        recent: np.ndarray = np.empty(0)
+        recent: np.ndarray = np.array([first])
         while anchor < end:
             c = close_out_time(boundary, delay, index, n) if boundary < end else end
             segment = np.arange(anchor, min(c, end), interval)
@@ -357,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"mean data age / best, while traffic:   {total.active_age / total.active_best:.4f}"
           f" (WABA-bound only: {total.bound_active_age / total.bound_active_best:.4f}; "
           f"the others: {others:.4f})")
+    print(f"first round: {total.first_poll_within_60s:,} of {args.channels:,} channels polled "
+          f"within 60 s of the start, the last {total.first_poll_latest:.0f} s after it")
     print(f"simulation: {elapsed:.1f} s on {args.workers} workers")
 
 
