@@ -36,7 +36,9 @@ def discovery_problem(exc: ApiError, *, partner_id: str, api_url: str,
     with a username and password, exchanged for a token)."""
     status = exc.status
     answered = f"the API answered {status} for partner {partner_id}"
-    if isinstance(exc, AuthError) and status in (401, 403):
+    refused_login = exc.endpoint == "token" and status is not None and 400 <= status < 500
+    if (isinstance(exc, AuthError) and status in (401, 403)) or refused_login:
+        # The token request refused is the username and password, whatever its 4xx.
         setting = API_KEY if api_key else USERNAME_AND_PASSWORD
         return Problem(setting, f"{answered}; check {setting}", status)
     if isinstance(exc, ClientError) and status == 404:

@@ -23,6 +23,15 @@ def test_refused_credentials_name_the_setting_in_use(status):
     assert pair.setting == "D360_USERNAME and D360_PASSWORD"
 
 
+def test_a_refused_token_request_names_the_username_and_password():
+    """The token endpoint refusing the login with any 4xx names the pair."""
+    problem = discovery_problem(ClientError("token", "HTTP 400: bad", 400), partner_id="PA1",
+                                api_url=URL, api_key=False)
+    assert problem.setting == "D360_USERNAME and D360_PASSWORD"
+    assert problem.message == ("the API answered 400 for partner PA1; "
+                               "check D360_USERNAME and D360_PASSWORD")
+
+
 @pytest.mark.parametrize("url", ["https://hub.360dialog.io", "https://hub.360dialog.io/",
                                  "https://proxy.example/360dialog/api"])
 def test_a_404_below_a_url_without_the_api_path_names_the_url(url):
