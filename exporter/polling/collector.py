@@ -29,9 +29,6 @@ from exporter.polling.store import ChannelUsage, Store
 CHANNEL_LABELS = ["client_id", "waba_id", "channel_id"]
 
 
-
-
-
 # The per-channel families, in exposition order.
 CHANNEL_FAMILIES = (
     Family("whatsapp_messages", "counter", "Messages in the current billing month (UTC) per Get "
@@ -55,18 +52,6 @@ CHANNEL_FAMILIES = (
 CLIENT_BALANCE = Family("whatsapp_client_balance", "gauge", "Client balance, in currency units.")
 PARTNER_BALANCE = Family("whatsapp_partner_balance", "gauge", "Partner balance per top-up "
                          "currency, in currency units.")
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # The cost is None where some of the row's points came without one: unknown, not zero.

@@ -49,8 +49,6 @@ CREATE TABLE IF NOT EXISTS balances (
 """
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class ChannelUsage:
     months: dict[int, MonthUsage]  # month_start -> usage; the reporting month and the one before
@@ -243,14 +241,6 @@ class Store:
 
     def _tx(self) -> contextlib.AbstractContextManager[None]:
         return transaction(self._db)
-
-
-
-
-
-
-
-
 
 
 def _dump_usage(u: MonthUsage) -> str:
