@@ -15,7 +15,7 @@ README = ROOT / "README.md"
 # What a user of the exporter reads (CHANGELOG.md keeps its history as it was).
 USER_DOCS = [README, ROOT / "examples" / "README.md",
              ROOT / "helm" / "whatsapp-usage-exporter" / "README.md",
-             *sorted((ROOT / "docs").glob("*.md"))]
+             ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def section(text: str, title: str) -> str:
