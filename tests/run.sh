@@ -22,11 +22,13 @@ fi
 
 # Debian tools the tests drive for real: Prometheus and promtool (end-to-end scrapes, alert rule
 # tests, dashboard queries), buildah and debootstrap (build and run the container image),
-# docker-compose (validates examples/compose.yaml; no Docker daemon needed).
+# docker-compose (validates examples/compose.yaml; no Docker daemon needed), wrk (runs the
+# saturation benchmark's request script once).
 missing=""
 command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
 command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
 command -v buildah >/dev/null 2>&1 || missing="$missing buildah"
+command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing="$missing debootstrap"
 if [ -n "$missing" ]; then
     SUDO=""

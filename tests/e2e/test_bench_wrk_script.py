@@ -9,21 +9,21 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from exporter.webhooks.parser import StatusEvent, parse
+from tests import tools
 
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")]
+pytestmark = pytest.mark.e2e
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "webhook.lua"
 SECRET = b"a secret longer than sixty-four bytes, so the script hashes the key first: ........"
 
 
 async def test_wrk_script_signs_unique_status_webhooks() -> None:
+    wrk_binary = tools.binary("wrk")  # skipped without it, except in CI (tests/run.sh has it)
     bodies: list[tuple[bytes, str]] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -42,7 +42,7 @@ async def test_wrk_script_signs_unique_status_webhooks() -> None:
     port = server.sockets[0].getsockname()[1]
     async with server:
         wrk = await asyncio.create_subprocess_exec(
-            "wrk", "-t2", "-c2", "-d1s", "-s", str(SCRIPT), f"http://127.0.0.1:{port}/webhook",
+            wrk_binary, "-t2", "-c2", "-d1s", "-s", str(SCRIPT), f"http://127.0.0.1:{port}/webhook",
             env=os.environ | {"WRK_SECRET": SECRET.decode(), "WRK_CHANNELS": "50"},
             stdout=asyncio.subprocess.DEVNULL)
         assert await wrk.wait() == 0
