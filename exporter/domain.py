@@ -7,8 +7,10 @@ API returned. Ids are 360dialog's unless the name says `meta`/`external`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Hashable
+from dataclasses import astuple, dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,25 @@ class Balance:
     currency: str
 
 
+_K = TypeVar("_K", bound=Hashable)
+_Total = TypeVar("_Total", MessageTotal, CallTotal, MarketTotal)
+
+
+def _held(before: dict[_K, _Total], after: dict[_K, _Total], zero: _Total,
+          ) -> tuple[dict[_K, _Total], int]:
+    """`after` with every total of `before` that it lost or lowered held at the old figure,
+    field by field (the totals are frozen dataclasses of numbers), and how many were held."""
+    out = dict(after)
+    held = 0
+    for key, old in before.items():
+        new = out.get(key, zero)
+        pairs = list(zip(astuple(new), astuple(old), strict=True))
+        if any(n < o for n, o in pairs):
+            held += 1
+            out[key] = type(old)(*(max(n, o) for n, o in pairs))
+    return out, held
+
+
 def never_lower(before: MonthUsage, after: MonthUsage) -> tuple[MonthUsage, int]:
     """`after` with no total below `before`'s, and how many totals were raised back.
 
@@ -101,37 +122,11 @@ def never_lower(before: MonthUsage, after: MonthUsage) -> tuple[MonthUsage, int]
     at the old one until the month's counters restart. The count of points without a cost is
     such a total too (it is exposed as a counter), so a row's cost once unknown stays unknown
     for the month."""
-    raised = 0
-    messages = dict(after.messages)
-    for key, old in before.messages.items():
-        new = messages.get(key, MessageTotal(0, Decimal(0)))
-        if (new.volume < old.volume or new.cost < old.cost
-                or new.points_without_cost < old.points_without_cost):
-            raised += 1
-            messages[key] = MessageTotal(
-                max(new.volume, old.volume), max(new.cost, old.cost),
-                max(new.points_without_cost, old.points_without_cost))
-    calls = dict(after.calls)
-    for direction, old_call in before.calls.items():
-        new_call = calls.get(direction, CallTotal(0, 0, Decimal(0)))
-        if (new_call.count < old_call.count or new_call.duration_seconds < old_call.duration_seconds
-                or new_call.cost < old_call.cost
-                or new_call.points_without_cost < old_call.points_without_cost):
-            raised += 1
-            calls[direction] = CallTotal(
-                max(new_call.count, old_call.count),
-                max(new_call.duration_seconds, old_call.duration_seconds),
-                max(new_call.cost, old_call.cost),
-                max(new_call.points_without_cost, old_call.points_without_cost))
-    markets = dict(after.markets)
-    for country, old_market in before.markets.items():
-        new_market = markets.get(country, MarketTotal(0, Decimal(0)))
-        if (new_market.volume < old_market.volume or new_market.cost < old_market.cost
-                or new_market.points_without_cost < old_market.points_without_cost):
-            raised += 1
-            markets[country] = MarketTotal(
-                max(new_market.volume, old_market.volume), max(new_market.cost, old_market.cost),
-                max(new_market.points_without_cost, old_market.points_without_cost))
+    messages, raised_messages = _held(before.messages, after.messages,
+                                      MessageTotal(0, Decimal(0)))
+    calls, raised_calls = _held(before.calls, after.calls, CallTotal(0, 0, Decimal(0)))
+    markets, raised_markets = _held(before.markets, after.markets, MarketTotal(0, Decimal(0)))
+    raised = raised_messages + raised_calls + raised_markets
     if not raised:
         return after, 0
     return MonthUsage(after.month_start, after.currency or before.currency, messages, calls,
