@@ -226,7 +226,7 @@ class Backfill:
         try:
             report = await self.api.channel_usage(
                 ch.client_id, ch.id, r.month_start, r.end - 1, may_retry=may_retry,
-                currency=self._known_currency(channel_id, ch.client_id))
+                currency=self.store.billing_currency(ch))
         except ClientError as exc:
             if exc.status in (400, 404):
                 # The API will not give this range: say so once and do not ask again.
@@ -262,11 +262,6 @@ class Backfill:
         if finished == wanted or finished % max(1, wanted // 10) == 0:
             log.info("backfill_progress", waba_id=self.live.waba_label(waba),
                      months_wanted=wanted, months_done=done, months_unavailable=unavailable)
-
-    def _known_currency(self, channel_id: str, client_id: str) -> str:
-        if (balance := self.store.channel_balances.get(channel_id)) is not None:
-            return balance.currency
-        return next((b.currency for b in self.store.client_balances.get(client_id, [])), "")
 
     async def run(self) -> None:
         if not self.ranges:

@@ -584,7 +584,7 @@ class Poller:
         first = reporting_month(now, self.settings.month_grace_seconds)
         report = await self.api.channel_usage(
             ch.client_id, ch.id, first, int(now), may_retry=self._retry_charger(ch.id),
-            currency=self._known_currency(ch))
+            currency=self.store.billing_currency(ch))
         months = models.aggregate_by_month(report, default_currency="")
         # Every month the request covered is authoritative, even when it came back empty.
         current = month_start(now)
@@ -616,13 +616,6 @@ class Poller:
             self.ledger.record(scopes, now_ms)
             return True
         return may_retry
-
-    def _known_currency(self, ch: Channel) -> str:
-        """The channel's billing currency as the balances tell it, for a usage answer that
-        names none: the channel's own balance, else its client's."""
-        if (balance := self.store.channel_balances.get(ch.id)) is not None:
-            return balance.currency
-        return next((b.currency for b in self.store.client_balances.get(ch.client_id, [])), "")
 
     def _track_activity(self, ch: Channel, usage: MonthUsage) -> None:
         if not self._activity.observe(ch.id, activity_volume(usage)):

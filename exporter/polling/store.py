@@ -190,6 +190,13 @@ class Store:
         self.usage[channel_id] = ChannelUsage(merged, fetched_at)
         self._channel_written(channel_id)
 
+    def billing_currency(self, ch: Channel) -> str:
+        """The channel's billing currency as the balances tell it, for a usage answer that
+        names none: the channel's own balance, else its client's; "" when neither is known."""
+        if (balance := self.channel_balances.get(ch.id)) is not None:
+            return balance.currency
+        return next((b.currency for b in self.client_balances.get(ch.client_id, [])), "")
+
     def put_channel_balance(self, channel_id: str, balance: Balance, fetched_at: float) -> None:
         self._put_balances("channel", channel_id, [balance], fetched_at)
         self.channel_balances[channel_id] = balance
