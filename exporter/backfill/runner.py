@@ -117,34 +117,30 @@ class Backfill:
 
     # -- the work --------------------------------------------------------------------------------
 
-    def _live(self, waba: str, channel_id: str) -> dict[str, int]:
-        """The live plan's calls per window in the two scopes a usage call charges."""
-        plans = self.live.plans
+    def _live_calls(self, kind: str, ids: Sequence[str]) -> int:
+        """The live plan's calls per window, in a scope of budget `kind` that the channels
+        `ids` charge (their usage polls, and their balance calls where those share it)."""
+        intervals: list[float] = []
+        for ch in ids:
+            plan = self.live.plans.get(ch)
+            if plan is None:
+                continue
+            intervals.append(plan.usage_interval)
+            if self._balance_shares and plan.balance_interval is not None:
+                intervals.append(plan.balance_interval)
+        return live_calls(self._limits[kind].window_seconds, intervals)
 
-        def intervals(ids: Sequence[str]) -> list[float]:
-            out: list[float] = []
-            for ch in ids:
-                plan = plans.get(ch)
-                if plan is None:
-                    continue
-                out.append(plan.usage_interval)
-                if self._balance_shares and plan.balance_interval is not None:
-                    out.append(plan.balance_interval)
-            return out
+    def _waba_live(self, waba: str) -> int:
+        return self._live_calls(budget.USAGE_WABA, self.live.wabas().get(waba, ()))
 
-        return {
-            budget.USAGE_CHANNEL: live_calls(
-                self._limits[budget.USAGE_CHANNEL].window_seconds, intervals([channel_id])),
-            budget.USAGE_WABA: live_calls(
-                self._limits[budget.USAGE_WABA].window_seconds,
-                intervals(self.live.wabas().get(waba, ()))),
-        }
-
-    def _room(self, waba: str, channel_id: str, now_ms: int) -> int:
+    def _room(self, waba: str, channel_id: str, now_ms: int, waba_live: int) -> int:
         """When a backfill call for the channel fits both its share and the ledger; -1: never
-        while the plan stays as it is."""
+        while the plan stays as it is. `waba_live` is `_waba_live(waba)`, worked out once per
+        WABA by the caller (it sums over all the WABA's channels)."""
         scopes = ((budget.USAGE_CHANNEL, channel_id), (budget.USAGE_WABA, waba))
-        at = next_room(self._limits, self._live(waba, channel_id),
+        live = {budget.USAGE_CHANNEL: self._live_calls(budget.USAGE_CHANNEL, [channel_id]),
+                budget.USAGE_WABA: waba_live}
+        at = next_room(self._limits, live,
                        {kind: self._calls.get((kind, key), []) for kind, key in scopes},
                        now_ms)
         if at < 0:
@@ -192,6 +188,7 @@ class Backfill:
         now_ms = to_ms(now)
         self._prune(now_ms)
         waba_of = {ch: waba for waba, ids in self.live.wabas().items() for ch in ids}
+        waba_live: dict[str, int] = {}
         wake = now + IDLE_SECONDS
         for channel_id, r in jobs(self.ranges, waba_of, set(self.states)):
             key = (channel_id, r.month_start)
@@ -200,7 +197,9 @@ class Backfill:
                 wake = min(wake, waiting)
                 continue
             waba = waba_of[channel_id]
-            at = self._room(waba, channel_id, now_ms)
+            if waba not in waba_live:
+                waba_live[waba] = self._waba_live(waba)
+            at = self._room(waba, channel_id, now_ms, waba_live[waba])
             if at != now_ms:
                 if at > 0:
                     wake = min(wake, at / 1000)
@@ -218,7 +217,7 @@ class Backfill:
 
         def may_retry() -> bool:  # another granularity spelling: charged the same way
             t_ms = to_ms(self.clock.now())
-            if self._room(waba, channel_id, t_ms) != t_ms:
+            if self._room(waba, channel_id, t_ms, self._waba_live(waba)) != t_ms:
                 return False
             self._charge(waba, channel_id, t_ms)
             return True
