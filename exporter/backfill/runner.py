@@ -73,7 +73,8 @@ class Backfill:
         self._balance_shares = balance_shares_usage
         self._waba_reserve = max(1, usage_waba.count // 20)
         now = clock.now()
-        self.ranges: list[Range] = wanted_ranges(history.anchor(now), months)
+        self.anchor = history.anchor(now)  # when history ends: kept in the state file
+        self.ranges: list[Range] = wanted_ranges(self.anchor, months)
         self.states = history.states()
         self._start_at = now + (usage_channel.window_seconds if start_delay is None
                                 else start_delay)
@@ -265,7 +266,7 @@ class Backfill:
     async def run(self) -> None:
         if not self.ranges:
             return
-        log.info("backfill_started", months=len(self.ranges), anchor=self.history.anchor(0),
+        log.info("backfill_started", months=len(self.ranges), anchor=self.anchor,
                  starts_in_seconds=round(max(0.0, self._start_at - self.clock.now())))
         while True:
             wake = await self.step()
