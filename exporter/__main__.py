@@ -154,7 +154,7 @@ def write_backfill(settings: Settings, out: str | None, labels: list[str]) -> in
         return 2
     try:
         channels = dict(store.channels)
-        months = sum(1 for h in history.months() if h.channel_id in channels)
+        months = sum(n for ch, n in history.done_per_channel().items() if ch in channels)
         if out == "-":
             write(sys.stdout, lambda: by_channel(history.months(), channels), extra)
         else:

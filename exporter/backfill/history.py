@@ -163,6 +163,12 @@ class History:
             "INSERT OR REPLACE INTO backfill_months VALUES (?, ?, ?, ?, ?, '', ?, ?)",
             (channel_id, month, end, UNAVAILABLE, fetched_at, detail[:300], '{"m":[],"c":[]}'))
 
+    def done_per_channel(self) -> dict[str, int]:
+        """Fetched months per channel, counted without reading their points."""
+        return {str(c): int(n) for c, n in self._db.execute(
+            "SELECT channel_id, COUNT(*) FROM backfill_months WHERE status = ? "
+            "GROUP BY channel_id", (DONE,))}
+
     def months(self, channel_ids: Sequence[str] | None = None) -> Iterator[MonthHistory]:
         """Every fetched month, by channel then month; on a cursor of its own, so a large
         history streams."""
