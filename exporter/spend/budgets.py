@@ -26,12 +26,13 @@ Errors:
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from exporter import tomlfile
 
 _FILE_KEYS = frozenset({"default", "clients", "wabas"})
 _ENTRY_KEYS = frozenset({"amount", "currency"})
@@ -66,16 +67,7 @@ class BudgetSeries:
 
 
 def load_spend_budgets(path: Path) -> SpendBudgets:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
-    except OSError as exc:
-        raise SpendBudgetError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SpendBudgetError(f"{path} is not valid TOML: {exc}") from None
-    try:
-        return parse_spend_budgets(raw)
-    except SpendBudgetError as exc:
-        raise SpendBudgetError(f"{path}: {exc}") from None
+    return tomlfile.load(path, parse_spend_budgets, SpendBudgetError, parse_float=Decimal)
 
 
 def parse_spend_budgets(raw: dict[str, Any]) -> SpendBudgets:

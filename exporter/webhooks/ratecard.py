@@ -38,13 +38,13 @@ import json
 import math
 import re
 import time
-import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from exporter import tomlfile
 from exporter.labels import CATEGORIES
 
 PULSE_SECONDS = 6
@@ -143,16 +143,7 @@ class RateCard:
 
 
 def load_rate_card(path: Path) -> RateCard:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RateCardError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RateCardError(f"{path} is not valid TOML: {exc}") from None
-    try:
-        return parse_rate_card(raw)
-    except RateCardError as exc:
-        raise RateCardError(f"{path}: {exc}") from None
+    return tomlfile.load(path, parse_rate_card, RateCardError)
 
 
 def parse_rate_card(raw: dict[str, Any]) -> RateCard:
