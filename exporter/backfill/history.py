@@ -101,13 +101,6 @@ def _decode(channel_id: str, month: int, end: int, currency: str, body: str) -> 
     return h
 
 
-@dataclass(frozen=True, slots=True)
-class MonthState:
-    status: str  # DONE | UNAVAILABLE
-    end: int
-    detail: str
-
-
 class History:
     def __init__(self, path: Path) -> None:
         try:
@@ -145,10 +138,10 @@ class History:
 
     # -- months ----------------------------------------------------------------------------------
 
-    def states(self) -> dict[tuple[str, int], MonthState]:
-        return {(str(c), int(m)): MonthState(str(s), int(e), str(d)) for c, m, e, s, d in
-                self._db.execute("SELECT channel_id, month_start, range_end, status, detail "
-                                 "FROM backfill_months")}
+    def states(self) -> dict[tuple[str, int], str]:
+        """(channel, month start) -> DONE or UNAVAILABLE, for every month asked already."""
+        return {(str(c), int(m)): str(s) for c, m, s in
+                self._db.execute("SELECT channel_id, month_start, status FROM backfill_months")}
 
     def put(self, h: MonthHistory, fetched_at: float) -> None:
         with transaction(self._db):

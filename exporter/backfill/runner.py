@@ -23,7 +23,6 @@ from exporter.backfill.history import (
     DONE,
     UNAVAILABLE,
     History,
-    MonthState,
     month_from_report,
 )
 from exporter.backfill.plan import Range, jobs, live_calls, next_room, wanted_ranges
@@ -100,8 +99,8 @@ class Backfill:
             for r in self.ranges:
                 state = self.states.get((ch, r.month_start))
                 if state is not None:
-                    done += state.status == DONE
-                    unavailable += state.status == UNAVAILABLE
+                    done += state == DONE
+                    unavailable += state == UNAVAILABLE
         return len(ids) * len(self.ranges), done, unavailable
 
     def progress(self) -> list[tuple[str, int, int, int]]:
@@ -232,7 +231,7 @@ class Backfill:
                 # The API will not give this range: say so once and do not ask again.
                 self.history.put_unavailable(channel_id, r.month_start, r.end,
                                              self.clock.now(), str(exc))
-                self.states[key] = MonthState(UNAVAILABLE, r.end, str(exc))
+                self.states[key] = UNAVAILABLE
                 log.warning("backfill_month_unavailable", channel_id=channel_id,
                             month_start=r.month_start, status=exc.status, detail=str(exc))
                 return
@@ -243,7 +242,7 @@ class Backfill:
             return
         self.history.put(month_from_report(channel_id, r.month_start, r.end, report),
                          self.clock.now())
-        self.states[key] = MonthState(DONE, r.end, "")
+        self.states[key] = DONE
         self._failures.pop(key, None)
         self._not_before.pop(key, None)
         self._log_waba_progress(waba)
