@@ -12,9 +12,9 @@ Two things make a naive month-to-date ratio lie, and both are handled here:
   that pair is stored as a baseline and both sides count from there.
 
 A ratio appears only once the poll has grown by `MIN_MESSAGES` (by default; the setting
-D360_WEBHOOK_RECONCILE_MIN_MESSAGES) in its category: the two sources
-are read at one instant but not in one step, so a message or two is always in flight between
-them, and over a handful of messages that alone reads as a rate card or a receiver far off.
+D360_WEBHOOK_RECONCILE_MIN_MESSAGES) in its category: the two sources are read at one instant
+but not in one step, so a message or two is always in flight between them, and over a handful
+of messages that alone reads as a rate card or a receiver far off.
 
 Group messages are compared under their base category (`group_marketing` with `marketing`) on
 both sides: Meta prices them at the base category's rate, and how its analytics name them was
@@ -136,7 +136,7 @@ def ratios(channel: Channel, pair: Pair, baseline: Baseline, card_currency: str 
         if same_currency and grown > 1e-9 and charged and (
                 grown / (polled_cost / charged) >= min_messages):
             out.append(Ratio(channel.waba_label, channel.id, category, "cost",
-                             (seen_cost - base[3]) / (polled_cost - base[1])))
+                             (seen_cost - base[3]) / grown))
     return out
 
 
