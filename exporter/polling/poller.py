@@ -67,7 +67,6 @@ log = structlog.get_logger("exporter.poller")
 _T = TypeVar("_T")
 
 MAX_IDLE_SLEEP_SECONDS = 60.0
-SECOND_POLLS = "first_round_second_polls"  # store meta key
 PRUNE_EVERY_SECONDS = 600.0
 
 
@@ -124,8 +123,7 @@ class Poller:
         # interval their second poll goes, so the first round ends spread out; and, once the
         # first is done, when the second is due (kept on disk: a restart keeps the spread).
         self._settle: dict[str, float] = {}
-        self._second_polls: dict[str, float] = {
-            ch: float(t) for ch, t in json.loads(store.get_meta(SECOND_POLLS) or "{}").items()}
+        self._second_polls: dict[str, float] = store.second_polls()
         self._clients: list[str] = []
         self._next_prune = clock.now()
         self._day = day_start(clock.now())
@@ -188,7 +186,7 @@ class Poller:
                 self._unschedule((kind, gone))
             self._activity.drop(gone)
             self._settle.pop(gone, None)
-            self._second_polls.pop(gone, None)
+            self._drop_second_poll(gone)
         for waba in set(self._slots) - set(self._wabas):
             del self._slots[waba]
             self._round_grid.pop(waba, None)
@@ -276,7 +274,7 @@ class Poller:
             # It had its own timer while the WABA was small.
             self._unschedule((TaskKind.USAGE, ch_id))
             self._settle.pop(ch_id, None)
-            self._second_polls.pop(ch_id, None)
+            self._drop_second_poll(ch_id)
         due = self._due.get((TaskKind.SLOT, waba))
         if due is None:
             # A new grid (a start, or the WABA just grew past its channels' budgets) goes no
@@ -641,11 +639,10 @@ class Poller:
             elif id_ in self._settle:  # its first poll: the second spreads the round out
                 due = started + plan.usage_interval + self._settle.pop(id_)
                 self._second_polls[id_] = due
-                self.store.set_meta(SECOND_POLLS, json.dumps(self._second_polls))
+                self.store.put_second_poll(id_, due)
                 self._schedule((TaskKind.USAGE, id_), due)
             else:
-                if self._second_polls.pop(id_, None) is not None:
-                    self.store.set_meta(SECOND_POLLS, json.dumps(self._second_polls))
+                self._drop_second_poll(id_)
                 self._schedule((TaskKind.USAGE, id_), started + plan.usage_interval)
         elif kind == TaskKind.CHANNEL_BALANCE:
             plan = self.plans.get(id_)
@@ -724,6 +721,10 @@ class Poller:
             log.error("discovery_failed", partner_id=self.settings.partner_id,
                       status=problem.status, setting=problem.setting, hint=problem.message)
         self.discovery_problem = problem
+
+    def _drop_second_poll(self, channel_id: str) -> None:
+        if self._second_polls.pop(channel_id, None) is not None:
+            self.store.drop_second_poll(channel_id)
 
     def not_ready_reason(self) -> str:
         """Why `/readyz` says not ready (empty once a discovery has succeeded)."""

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS channels (
 CREATE TABLE IF NOT EXISTS usage (
     channel_id TEXT NOT NULL, month_start INTEGER NOT NULL, fetched_at REAL NOT NULL,
     body TEXT NOT NULL, PRIMARY KEY (channel_id, month_start));
+CREATE TABLE IF NOT EXISTS second_polls (channel_id TEXT PRIMARY KEY, due REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS balances (
     scope TEXT NOT NULL, id TEXT NOT NULL, currency TEXT NOT NULL, amount TEXT NOT NULL,
     fetched_at REAL NOT NULL, PRIMARY KEY (scope, id, currency));
@@ -107,6 +108,20 @@ class Store:
 
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- the first round's second polls ------------------------------------------------------
+
+    def second_polls(self) -> dict[str, float]:
+        """When each channel polled in a first round on its own timer polls again."""
+        return {str(c): float(t) for c, t in self._db.execute(
+            "SELECT channel_id, due FROM second_polls")}
+
+    def put_second_poll(self, channel_id: str, due: float) -> None:
+        # A row per channel: a first round of thousands writes one small row per poll.
+        self._db.execute("INSERT OR REPLACE INTO second_polls VALUES (?, ?)", (channel_id, due))
+
+    def drop_second_poll(self, channel_id: str) -> None:
+        self._db.execute("DELETE FROM second_polls WHERE channel_id=?", (channel_id,))
 
     # -- ledger ----------------------------------------------------------------------------------
 
