@@ -10,7 +10,7 @@ import asyncio
 import gc
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +21,6 @@ from starlette.applications import Starlette
 
 from exporter import __version__
 from exporter.api.client import PartnerApi
-from exporter.backfill.collector import BackfillCollector
-from exporter.backfill.history import History
-from exporter.backfill.openmetrics import from_state
-from exporter.backfill.runner import Backfill
 from exporter.clock import Clock, SystemClock
 from exporter.config import Settings
 from exporter.domain import Channel
@@ -38,22 +34,21 @@ from exporter.polling.poller import Poller
 from exporter.polling.sharding import ShardBudgets
 from exporter.polling.store import Store
 from exporter.preflight import bind_listener, prepare_state_path
-from exporter.reconcile import Reconciler, ReconciliationCollector
 from exporter.runtime import loopback_url, process_webhooks, refresh_exposition
 from exporter.serving import cancel_and_wait, embedded_server, url_of
-from exporter.spend.budgets import load_spend_budgets
-from exporter.spend.collector import SpendBudgetCollector
-from exporter.webhooks.collector import WebhookCollector
-from exporter.webhooks.forwarder import Forwarder
-from exporter.webhooks.pool import WorkerPool
-from exporter.webhooks.ratecard import load_rate_card
-from exporter.webhooks.receiver import WebhookAuth, WebhookReceiver
-from exporter.webhooks.receiver import webhook_app as receiver_app
-from exporter.webhooks.state import ChannelLabel, WebhookState, digits
-from exporter.webhooks.worker import WorkerConfig
 
+# What only some modes use is imported where they build it: a start imports only what its
+# mode runs (the webhook side alone is a tenth of the imports), and the first scrape after a
+# restart waits for every import.
 if TYPE_CHECKING:
+    from exporter.backfill.runner import Backfill
     from exporter.demo import Demo
+    from exporter.reconcile import Reconciler
+    from exporter.webhooks.forwarder import Forwarder
+    from exporter.webhooks.pool import WorkerPool
+    from exporter.webhooks.receiver import WebhookReceiver
+    from exporter.webhooks.state import ChannelLabel, WebhookState
+    from exporter.webhooks.worker import WorkerConfig
 
 log = structlog.get_logger("exporter")
 
@@ -120,60 +115,24 @@ def build(
         owns = poller.selection.owns
         data.register(DestinationCollector(store, clock, settings.month_grace_seconds, owns))
         if backfill is not None:
+            from exporter.backfill.collector import BackfillCollector  # noqa: PLC0415 - see top
+
             data.register(BackfillCollector(backfill))
     usage = UsageCollector(store, clock, settings.month_grace_seconds, owns)
     if settings.spend_budgets is not None:
+        from exporter.spend.budgets import load_spend_budgets  # noqa: PLC0415 - see the top
+        from exporter.spend.collector import SpendBudgetCollector  # noqa: PLC0415
+
         data.register(SpendBudgetCollector(load_spend_budgets(settings.spend_budgets),
                                            _polled_clients(store, owns)))
     parts: list[Fragments[Any]] = [usage]
 
     webhooks = webhook_app = forwarder = forward_wake = forward_client = reconciler = None
     if settings.webhooks_enabled:
-        card = load_rate_card(settings.webhook_rate_card) if settings.webhook_rate_card else None
-        forwarding = settings.webhook_forward_url is not None
-        webhooks = WebhookState(
-            settings.state_path,
-            channel_of=_channel_lookup(store),
-            max_unmapped_channels=settings.webhook_max_unmapped_channels,
-            dedupe_window_seconds=settings.webhook_dedupe_window_seconds,
-            rate_card=card,
-            forwarding=forwarding,
-        )
-        parts.append(WebhookCollector(webhooks))
-        if poller is not None:
-            reconciler = Reconciler(
-                store, webhooks, clock, month_grace=settings.month_grace_seconds,
-                card_currency=card.currency if card else None, owns=owns,
-                min_messages=settings.webhook_reconcile_min_messages)
-            data.register(ReconciliationCollector(reconciler))
-        state = webhooks
-        metrics.webhook_inbox.set_function(lambda: state.pending)
-        metrics.webhook_dead_letters.set_function(lambda: state.dead)
-        if webhooks.outbox is not None and settings.webhook_forward_url is not None:
-            outbox = webhooks.outbox
-            forward_wake = asyncio.Event()
-            forward_client = httpx.AsyncClient(
-                transport=forward_transport,
-                headers={"User-Agent": f"whatsapp-usage-exporter/{__version__}"},
-                limits=httpx.Limits(max_connections=settings.webhook_forward_concurrency))
-            forwarder = Forwarder(
-                outbox, forward_client, settings.webhook_forward_url, clock,
-                forwards=metrics.webhook_forwards, lag=metrics.webhook_forward_lag,
-                concurrency=settings.webhook_forward_concurrency,
-                max_age_seconds=settings.webhook_forward_max_age_seconds,
-                timeout_seconds=settings.webhook_forward_timeout_seconds)
-            metrics.webhook_outbox.set_function(lambda: outbox.depth)
-            metrics.webhook_outbox_age.set_function(
-                lambda: 0.0 if outbox.oldest_received_at is None
-                else max(0.0, clock.now() - outbox.oldest_received_at))
-        receiving = _receiver_config(settings)
-        auth = WebhookAuth(header=receiving.header, secret=receiving.secret,
-                           hmac_secret=receiving.hmac_secret)
-        webhook_app = receiver_app(
-            webhooks, auth, metrics.webhook_requests, now=clock.now,
-            max_body_bytes=receiving.max_body_bytes,
-            read_timeout_seconds=receiving.read_timeout_seconds,
-            forward_headers=receiving.forward_headers, on_accept=_waker(forward_wake))
+        webhooks, webhook_app, forwarder, forward_wake, forward_client, reconciler = (
+            _webhook_side(settings, clock, store, metrics, data=data, parts=parts,
+                          polling=poller is not None, owns=owns,
+                          forward_transport=forward_transport))
 
     sources: list[Versioned] = [s for s in (store, webhooks, reconciler) if s is not None]
     exposition = Exposition(data, metrics.registry, sources, parts=parts)
@@ -181,12 +140,83 @@ def build(
                         metrics_app(exposition, lambda: False, mode), http_client, ledger, api,
                         poller, webhooks, webhook_app, forwarder, forward_wake,
                         forward_client, reconciler, backfill)
-    history = None if backfill is None else (
-        lambda: from_state(settings.state_path, store.channels, {}))
+    history = None if backfill is None else _history(settings, store)
     exporter.http_app = metrics_app(exposition, exporter.ready, mode, _scrape_auth(settings),
                                     metrics.scrapes_unauthorized.inc, history=history,
                                     not_ready=exporter.not_ready_reason)
     return exporter
+
+
+def _webhook_side(
+    settings: Settings, clock: Clock, store: Store, metrics: SelfMetrics, *,
+    data: CollectorRegistry, parts: list[Fragments[Any]], polling: bool,
+    owns: Callable[[Channel], bool], forward_transport: httpx.AsyncBaseTransport | None,
+) -> tuple[WebhookState, WebhookReceiver, Forwarder | None, asyncio.Event | None,
+           httpx.AsyncClient | None, Reconciler | None]:
+    """The webhook state and receiver, forwarding and reconciliation when set, their
+    collectors registered (into `data` and `parts`). Imported here: see the top."""
+    from exporter.reconcile import Reconciler, ReconciliationCollector  # noqa: PLC0415
+    from exporter.webhooks.collector import WebhookCollector  # noqa: PLC0415
+    from exporter.webhooks.forwarder import Forwarder  # noqa: PLC0415
+    from exporter.webhooks.ratecard import load_rate_card  # noqa: PLC0415
+    from exporter.webhooks.receiver import WebhookAuth  # noqa: PLC0415
+    from exporter.webhooks.receiver import webhook_app as receiver_app  # noqa: PLC0415
+    from exporter.webhooks.state import WebhookState  # noqa: PLC0415
+
+    forwarder = forward_wake = forward_client = reconciler = None
+    card = load_rate_card(settings.webhook_rate_card) if settings.webhook_rate_card else None
+    forwarding = settings.webhook_forward_url is not None
+    webhooks = WebhookState(
+        settings.state_path,
+        channel_of=_channel_lookup(store),
+        max_unmapped_channels=settings.webhook_max_unmapped_channels,
+        dedupe_window_seconds=settings.webhook_dedupe_window_seconds,
+        rate_card=card,
+        forwarding=forwarding,
+    )
+    parts.append(WebhookCollector(webhooks))
+    if polling:
+        reconciler = Reconciler(
+            store, webhooks, clock, month_grace=settings.month_grace_seconds,
+            card_currency=card.currency if card else None, owns=owns,
+            min_messages=settings.webhook_reconcile_min_messages)
+        data.register(ReconciliationCollector(reconciler))
+    state = webhooks
+    metrics.webhook_inbox.set_function(lambda: state.pending)
+    metrics.webhook_dead_letters.set_function(lambda: state.dead)
+    if webhooks.outbox is not None and settings.webhook_forward_url is not None:
+        outbox = webhooks.outbox
+        forward_wake = asyncio.Event()
+        forward_client = httpx.AsyncClient(
+            transport=forward_transport,
+            headers={"User-Agent": f"whatsapp-usage-exporter/{__version__}"},
+            limits=httpx.Limits(max_connections=settings.webhook_forward_concurrency))
+        forwarder = Forwarder(
+            outbox, forward_client, settings.webhook_forward_url, clock,
+            forwards=metrics.webhook_forwards, lag=metrics.webhook_forward_lag,
+            concurrency=settings.webhook_forward_concurrency,
+            max_age_seconds=settings.webhook_forward_max_age_seconds,
+            timeout_seconds=settings.webhook_forward_timeout_seconds)
+        metrics.webhook_outbox.set_function(lambda: outbox.depth)
+        metrics.webhook_outbox_age.set_function(
+            lambda: 0.0 if outbox.oldest_received_at is None
+            else max(0.0, clock.now() - outbox.oldest_received_at))
+    receiving = _receiver_config(settings)
+    auth = WebhookAuth(header=receiving.header, secret=receiving.secret,
+                       hmac_secret=receiving.hmac_secret)
+    webhook_app = receiver_app(
+        webhooks, auth, metrics.webhook_requests, now=clock.now,
+        max_body_bytes=receiving.max_body_bytes,
+        read_timeout_seconds=receiving.read_timeout_seconds,
+        forward_headers=receiving.forward_headers, on_accept=_waker(forward_wake))
+    return webhooks, webhook_app, forwarder, forward_wake, forward_client, reconciler
+
+
+def _history(settings: Settings, store: Store) -> Callable[[], Iterator[str]]:
+    """`/backfill`'s body: the fetched past in the state file, as OpenMetrics."""
+    from exporter.backfill.openmetrics import from_state  # noqa: PLC0415 - see the top
+
+    return lambda: from_state(settings.state_path, store.channels, {})
 
 
 def _polling(settings: Settings, clock: Clock, http_client: httpx.AsyncClient, store: Store,
@@ -212,6 +242,9 @@ def _polling(settings: Settings, clock: Clock, http_client: httpx.AsyncClient, s
     metrics.add(PlanCollector(poller.budget_use, poller.waba_intervals))
     backfill = None
     if settings.backfill_months:
+        from exporter.backfill.history import History  # noqa: PLC0415 - see the top
+        from exporter.backfill.runner import Backfill  # noqa: PLC0415
+
         backfill = Backfill(
             api=api, store=store, ledger=ledger, history=History(settings.state_path),
             clock=clock, live=poller, months=settings.backfill_months,
@@ -230,6 +263,8 @@ def _scrape_auth(settings: Settings) -> ScrapeAuth:
 
 def _channel_lookup(store: Store) -> Callable[[str], ChannelLabel | None]:
     """Phone digits -> the polled series' labels, rebuilt when discovery changes."""
+    from exporter.webhooks.state import ChannelLabel, digits  # noqa: PLC0415 - see the top
+
     cache: dict[str, ChannelLabel] = {}
     seen = {"channels": -1}
 
@@ -264,6 +299,8 @@ def _receiver_config(settings: Settings) -> WorkerConfig:
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     hmac_secret = (settings.webhook_hmac_secret.get_secret_value()
                    if settings.webhook_hmac_secret else None)
+    from exporter.webhooks.worker import WorkerConfig  # noqa: PLC0415 - see the top
+
     forwarding = settings.webhook_forward_url is not None
     return WorkerConfig(
         header=settings.webhook_secret_header, secret=secret, hmac_secret=hmac_secret,
@@ -281,6 +318,8 @@ def _waker(wake: asyncio.Event | None) -> Callable[[], None]:
 
 def _worker_pool(exporter: Exporter, listener: socket.socket) -> WorkerPool:
     """Webhook worker processes on the bound socket, counting into this process's state."""
+    from exporter.webhooks.pool import WorkerPool  # noqa: PLC0415 - see the top
+
     assert exporter.webhooks is not None
     return WorkerPool(exporter.webhooks, _receiver_config(exporter.settings), listener,
                       exporter.metrics.webhook_requests, workers=exporter.settings.webhook_workers,
@@ -339,15 +378,27 @@ async def _start(settings: Settings) -> tuple[Settings, Exporter, Demo | None, s
         raise
 
 
+async def _after_first_rendering(exporter: Exporter, tasks: list[asyncio.Task[None]]) -> None:
+    """Render the state file's series once, then start the poller and backfill (into `tasks`,
+    which the server's shutdown cancels). Their first calls need not precede the first
+    scrape, which after a restart would otherwise share the process with them while the
+    fleet renders; a scrape meanwhile waits for this rendering and serves it."""
+    try:
+        await exporter.exposition.awarm()
+    except Exception:
+        log.exception("exposition_refresh_failed")  # the scrape renders it instead
+    if exporter.poller is not None:
+        tasks.append(asyncio.create_task(exporter.poller.run(), name="poller"))
+    if exporter.backfill is not None:
+        tasks.append(asyncio.create_task(exporter.backfill.run(), name="backfill"))
+
+
 async def _serve_on(settings: Settings, listener: socket.socket,
                     webhook_socket: socket.socket | None) -> None:
     settings, exporter, demo, mode = await _start(settings)
     servers = [(embedded_server(exporter.http_app), listener)]
     tasks = [asyncio.create_task(refresh_exposition(exporter.exposition), name="exposition")]
-    if exporter.poller is not None:
-        tasks.append(asyncio.create_task(exporter.poller.run(), name="poller"))
-    if exporter.backfill is not None:
-        tasks.append(asyncio.create_task(exporter.backfill.run(), name="backfill"))
+    tasks.append(asyncio.create_task(_after_first_rendering(exporter, tasks), name="start"))
     pool = None
     if exporter.webhook_app is not None and exporter.webhooks is not None:
         assert webhook_socket is not None, "bound whenever the settings enable webhooks"

@@ -36,8 +36,6 @@ from pydantic_settings import (
 )
 
 from exporter.domain import Limit
-from exporter.spend.budgets import load_spend_budgets
-from exporter.webhooks.ratecard import load_rate_card
 
 ENV_PREFIX = "D360_"
 REAL_API_URL = "https://hub.360dialog.io/api/v2"
@@ -232,6 +230,9 @@ class Settings(BaseSettings):
     @classmethod
     def _check_rate_card(cls, value: Path | None) -> Path | None:
         if value is not None:
+            # Imported here: a start without a rate card never loads the webhook side.
+            from exporter.webhooks.ratecard import load_rate_card  # noqa: PLC0415
+
             load_rate_card(value)  # a RateCardError is a ValueError naming the file and entry
         return value
 
@@ -239,6 +240,8 @@ class Settings(BaseSettings):
     @classmethod
     def _check_spend_budgets(cls, value: Path | None) -> Path | None:
         if value is not None:
+            from exporter.spend.budgets import load_spend_budgets  # noqa: PLC0415 - as above
+
             load_spend_budgets(value)  # a SpendBudgetError is a ValueError naming file and entry
         return value
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 import asyncio
 import socket
 import sqlite3
+from typing import TYPE_CHECKING
 
 import structlog
 
 from exporter.clock import Clock
 from exporter.metrics.exposition import Exposition
-from exporter.reconcile import Reconciler
 from exporter.serving import url_of
-from exporter.webhooks.state import WebhookState
+
+if TYPE_CHECKING:  # the webhook side: imported only where webhooks are counted (see app.py)
+    from exporter.reconcile import Reconciler
+    from exporter.webhooks.state import WebhookState
 
 log = structlog.get_logger("exporter")
 

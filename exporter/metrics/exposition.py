@@ -347,6 +347,16 @@ class Exposition:
                 for part in self._parts:
                     await in_slices(part.steps(**self._keeping()))
 
+    async def awarm(self) -> None:
+        """Render the large parts once, before any scrape has asked: a process starts to be
+        scraped, and the first scrape after a restart then finds the fleet rendered. Rendered
+        as for a scraper asking only gzip (Prometheus does): deflated, without the plain text,
+        unless a scrape has asked otherwise meanwhile; a plain scrape inflates what it needs."""
+        async with self._lock:
+            keeping = self._keeping() if self._asked else {"deflate": True, "keep_plain": False}
+            for part in self._parts:
+                await in_slices(part.steps(**keeping))
+
     def _keeping(self) -> dict[str, bool]:
         # While scrapers ask only for gzip, each block is deflated as soon as it is rendered
         # and its text dropped, so the whole text never exists at once (34 MB at fleet scale,
