@@ -144,15 +144,20 @@ def channel_series(ch: Channel, usage: ChannelUsage | None, balance: Balance | N
                    month: int) -> ChannelSeries:
     if usage is None:
         return ChannelSeries(ch, None, "", [], [], balance)
-    current = usage.months.get(month)
-    before = [u for m, u in usage.months.items() if m < month]
-    currency, messages, calls = _month_rows(current, before)
+    current = None
+    before: list[MonthUsage] = []
+    for m, u in usage.months.items():
+        if m < month:
+            before.append(u)
+        elif m == month:
+            current = u
+    currency, messages, calls, unknown_now, unknown_before = _month_rows(current, before)
     # Like the other month counters: once a month had points without a cost, the series is
     # there, and restarts at zero the month after rather than vanishing.
     unknown = None
-    if current is not None and current.points_without_cost:
-        unknown = float(current.points_without_cost)
-    elif any(u.points_without_cost for u in before):
+    if unknown_now:
+        unknown = float(unknown_now)
+    elif unknown_before:
         unknown = 0.0
     return ChannelSeries(ch, usage.fetched_at, currency, messages, calls, balance, unknown)
 
@@ -164,42 +169,52 @@ def channel_samples(ch: Channel, usage: ChannelUsage | None, balance: Balance | 
 
 
 _ZERO = Decimal(0)
+_MESSAGE_ZERO = (0, _ZERO, 0)  # volume, cost, points without a cost
+_CALL_ZERO = (0, 0, _ZERO, 0)  # count, seconds, cost, points without a cost
 
 
 def _month_rows(current: MonthUsage | None, before: list[MonthUsage],
-                ) -> tuple[str, list[MessageRow], list[CallRow]]:
+                ) -> tuple[str, list[MessageRow], list[CallRow], int, bool]:
+    """The month's rows, then its points without a cost (`MonthUsage.points_without_cost`)
+    and whether an earlier month had any, worked out in the same passes."""
     # Counts are summed as ints and money as Decimal, each converted to float once at the end.
     # (`bounded` is written out inline: this runs for every channel at start-up.)
     currency = current.currency if current and current.currency else next(
         (u.currency for u in before if u.currency), "")
     msg: dict[tuple[str, str], tuple[int, Decimal, int]] = {}
+    call: dict[str, tuple[int, int, Decimal, int]] = {}
+    unknown_before = False
     # Series seen last month restart at zero rather than vanish, so rate() sees a clean reset.
     for u in before:
-        for c, p in u.messages:
+        points = 0
+        for (c, p), m in u.messages.items():
             msg.setdefault((c if c in CATEGORIES else OTHER, p if p in PRICING_TYPES else OTHER),
-                           (0, _ZERO, 0))
+                           _MESSAGE_ZERO)
+            points += m.points_without_cost
+        for d, t in u.calls.items():
+            call.setdefault(d if d in DIRECTIONS else OTHER, _CALL_ZERO)
+            points += t.points_without_cost
+        unknown_before = unknown_before or points != 0
+    unknown_now = 0
     if current is not None:
         for (c, p), total in current.messages.items():
             key = (c if c in CATEGORIES else OTHER, p if p in PRICING_TYPES else OTHER)
-            volume, amount, unknown = msg.get(key, (0, _ZERO, 0))
+            volume, amount, unknown = msg.get(key, _MESSAGE_ZERO)
             msg[key] = (volume + total.volume, amount + total.cost,
                         unknown + total.points_without_cost)
+            unknown_now += total.points_without_cost
+        for d, t in current.calls.items():
+            direction = d if d in DIRECTIONS else OTHER
+            count, seconds, amount, unknown = call.get(direction, _CALL_ZERO)
+            call[direction] = (count + t.count, seconds + t.duration_seconds, amount + t.cost,
+                               unknown + t.points_without_cost)
+            unknown_now += t.points_without_cost
     # A row summed from points of which some lacked a cost has no known cost.
     messages = [(c, p, float(volume), None if unknown else float(amount))
                 for (c, p), (volume, amount, unknown) in sorted(msg.items())]
-    call: dict[str, tuple[int, int, Decimal, int]] = {}
-    for u in before:
-        for d in u.calls:
-            call.setdefault(d if d in DIRECTIONS else OTHER, (0, 0, _ZERO, 0))
-    if current is not None:
-        for d, t in current.calls.items():
-            direction = d if d in DIRECTIONS else OTHER
-            count, seconds, amount, unknown = call.get(direction, (0, 0, _ZERO, 0))
-            call[direction] = (count + t.count, seconds + t.duration_seconds, amount + t.cost,
-                               unknown + t.points_without_cost)
     calls = [(d, float(count), float(seconds), None if unknown else float(amount))
              for d, (count, seconds, amount, unknown) in sorted(call.items())]
-    return currency, messages, calls
+    return currency, messages, calls, unknown_now, unknown_before
 
 
 def balance_samples(store: Store) -> tuple[Samples, Samples]:
