@@ -8,9 +8,22 @@ import datetime as dt
 DAY = 86_400
 
 
+# The month `month_start` last worked out, as [start, next start): nearly every call of a
+# webhook stream falls in it, and the datetime arithmetic cost more than the rest of counting
+# a status's month.
+_last_month = (0, 0)
+
+
 def month_start(t: float) -> int:
+    global _last_month  # noqa: PLW0603 - a one-entry cache of a pure function
+    start, end = _last_month
+    if start <= t < end:
+        return start
     d = dt.datetime.fromtimestamp(t, dt.UTC)
-    return calendar.timegm((d.year, d.month, 1, 0, 0, 0))
+    start = calendar.timegm((d.year, d.month, 1, 0, 0, 0))
+    end = calendar.timegm((d.year + d.month // 12, d.month % 12 + 1, 1, 0, 0, 0))
+    _last_month = (start, end)
+    return start
 
 
 def reporting_month(now: float, grace: float) -> int:

@@ -206,8 +206,28 @@ def _int(value: Any, where: str) -> int:
     return result
 
 
+# Labels as read, by the text they were read from: a stream repeats a handful of statuses,
+# categories and types, and normalising each again was a tenth of parsing a status. Bounded,
+# since a sender chooses the texts.
+_LABELS: dict[str, str] = {}
+_LABELS_KEPT = 4096
+
+
 def _label(value: Any, where: str) -> str:
-    return _text(value, where).strip().lower().replace("-", "_").replace(" ", "_")
+    if type(value) is str:
+        label = _LABELS.get(value)
+        if label is not None:
+            return label
+    label = _text(value, where).strip().lower().replace("-", "_").replace(" ", "_")
+    if type(value) is str and len(_LABELS) < _LABELS_KEPT:
+        _LABELS[value] = label
+    return label
+
+
+def _optional(obj: Mapping[str, Any], key: str, where: str) -> str:
+    """An optional id: "" when absent (most are, on most statuses), else as `_text` reads it."""
+    value = obj.get(key)
+    return "" if value is None else _text(value, where, limit=_ID_LIMIT)
 
 
 def _billable(value: Any) -> bool | None:
@@ -316,11 +336,11 @@ def _status(status: Mapping[str, Any], origin: dict[str, str],
     # Meta's group examples spell the participant key both ways.
     participant_key = ("recipient_participant_id" if "recipient_participant_id" in status
                        else "participant_recipient_id")
-    participant = _text(status.get(participant_key), "." + participant_key, limit=_ID_LIMIT)
-    user_id = _text(status.get("recipient_user_id"), ".recipient_user_id", limit=_ID_LIMIT)
+    participant = _optional(status, participant_key, "." + participant_key)
+    user_id = _optional(status, "recipient_user_id", ".recipient_user_id")
     parent_key = ("recipient_parent_user_id" if "recipient_parent_user_id" in status
                   else "parent_recipient_user_id")
-    parent = _text(status.get(parent_key), "." + parent_key, limit=_ID_LIMIT)
+    parent = _optional(status, parent_key, "." + parent_key)
     if recipient_type == "group":
         phone = _phone(participant)
         country = _bsuid_country(participant, user_id, parent)

@@ -22,7 +22,7 @@ import structlog
 from prometheus_client import Counter
 
 from exporter.webhooks.parser import Delivery
-from exporter.webhooks.receiver import RESULTS
+from exporter.webhooks.receiver import RESULTS, Folding
 from exporter.webhooks.state import WebhookState
 from exporter.webhooks.worker import WorkerConfig, frame, read_frame
 
@@ -50,6 +50,7 @@ class WorkerPool:
         self._stopping = False
         self._restarts_total = restarts_total
         self.restarts = 0
+        self._folding = Folding(state, now)
 
     async def start(self) -> None:
         for index in range(self._workers):
@@ -146,6 +147,7 @@ class WorkerPool:
                 writer.write(frame(("answer", batch_id, part, error)))
         if fresh is not None and any(fresh):
             self._on_accept()
+        self._folding.committed()
 
     def _count(self, results: dict[str, int]) -> None:
         for result, n in results.items():

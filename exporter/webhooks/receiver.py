@@ -12,7 +12,7 @@ import base64
 import hmac
 import json
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from starlette.types import Message, Receive, Scope, Send
@@ -81,6 +81,38 @@ class Gathering:
                 done.set_exception(exc)
 
 
+class Folding:
+    """Folds the state's log into its tables (`WebhookState.fold`) when a commit made it due,
+    after that batch's answers have gone (they were scheduled first), and a second after the
+    last commit otherwise, so a stream that stops leaves nothing in the log for long."""
+
+    RETRY_SECONDS = 1.0
+
+    def __init__(self, state: WebhookState, now: Callable[[], float]) -> None:
+        self._state = state
+        self._now = now
+        self._timer: asyncio.Handle | None = None
+        self._not_before = 0.0
+
+    def committed(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._state.fold_due(self._now()) and self._now() >= self._not_before:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_soon(self._fold)
+        elif self._timer is None and self._state.unfolded_rows:
+            self._timer = loop.call_later(self._state.FOLD_SECONDS, self._fold)
+
+    def _fold(self) -> None:
+        self._timer = None
+        try:
+            self._state.fold()
+        except Exception:  # e.g. a full disk: the log keeps the rows, memory counts them
+            log.exception("webhook_fold_failed")
+            self._not_before = self._now() + self.RETRY_SECONDS
+            self._timer = asyncio.get_running_loop().call_later(self.RETRY_SECONDS, self._fold)
+
+
 class GroupCommit(Gathering):
     """Deliveries counted and recorded together: every request that arrives within 5 ms of
     the first shares one commit, and is answered after it."""
@@ -89,6 +121,7 @@ class GroupCommit(Gathering):
         super().__init__()
         self._state = state
         self._now = now
+        self._folding = Folding(state, now)
 
     def _flush(self, batch: Waiting) -> None:
         waiting = [done for _, done in batch]
@@ -98,6 +131,7 @@ class GroupCommit(Gathering):
             self.fail(waiting, exc)
             return
         self.answer(waiting, fresh)
+        self._folding.committed()
 
 
 # Who signs a delivery, by header: 360dialog (keyed with the partner's platform secret) and Meta
@@ -206,6 +240,11 @@ class WebhookReceiver:
         self._now = now
         self._max_body = max_body_bytes
         self._read_timeout = read_timeout_seconds
+        # Requests reading their bodies, by when each must be done; those found late.
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._late: set[asyncio.Task[Any]] = set()
+        self._sweep_every = min(1.0, read_timeout_seconds / 4)
+        self._sweep_handle: asyncio.TimerHandle | None = None
         self._forwarding = forward_headers is not None
         self._passed = [h.lower() for h in forward_headers or ()]
         self._on_accept = on_accept
@@ -245,9 +284,7 @@ class WebhookReceiver:
         headers = {name.decode("latin-1"): value.decode("latin-1")
                    for name, value in scope["headers"] if name in wanted}
         try:
-            # A sender trickling its body (slow loris) must not hold a connection for ever.
-            async with asyncio.timeout(self._read_timeout):
-                body = await self._read_body(headers, receive)
+            body = await self._read_in_time(headers, receive)
         except TimeoutError:
             return "timeout", 408, f"the body must arrive within {self._read_timeout:g} s"
         except _TooLarge:
@@ -278,6 +315,39 @@ class WebhookReceiver:
             return "error", 503, ""
         self._on_accept()
         return "ok", 200, ""
+
+    async def _read_in_time(self, headers: dict[str, str], receive: Receive) -> bytes:
+        """The body, or TimeoutError if it has not all come within the read timeout: a sender
+        trickling its body (slow loris) must not hold a connection for ever. A sweep every
+        fraction of the timeout cancels the reads that are late; an `asyncio.timeout` for every
+        request cost a timer of its own, set and cancelled, though nearly every body is there
+        before the request is handed on."""
+        task = asyncio.current_task()
+        assert task is not None  # an ASGI app runs in a task
+        loop = asyncio.get_running_loop()
+        self._reading[task] = loop.time() + self._read_timeout
+        if self._sweep_handle is None:
+            self._sweep_handle = loop.call_later(self._sweep_every, self._sweep)
+        try:
+            return await self._read_body(headers, receive)
+        except asyncio.CancelledError:
+            if task in self._late:
+                self._late.discard(task)
+                task.uncancel()
+                raise TimeoutError from None
+            raise
+        finally:
+            del self._reading[task]
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for task, deadline in self._reading.items():
+            if deadline <= now and task not in self._late:
+                self._late.add(task)
+                task.cancel()
+        self._sweep_handle = (loop.call_later(self._sweep_every, self._sweep)
+                              if self._reading else None)
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
         declared = headers.get("content-length", "")

@@ -565,6 +565,7 @@ async def test_text_dedupe_keys_of_earlier_versions_still_count(rx):
 
 
 def _tables(state):
+    state.fold()  # keys wait in the log until folded
     return {table: state._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
             for table in ("webhook_seen_t", "webhook_seen_h")}
 
