@@ -217,6 +217,11 @@ class _Unfolded:
         self.increments: Increments = {}
         self.tallies: Tallies = {}
 
+    def table_rows(self) -> int:
+        """How many table rows a fold of this would write."""
+        return (len(self.hashed) + len(self.timed) + len(self.increments)
+                + len(self.tallies))
+
     def add(self, new: dict[int, int], now: float, increments: Increments,
             tallies: Tallies) -> None:
         if not self.rows:
@@ -285,8 +290,11 @@ def digits(phone: str) -> str:
 
 
 class WebhookState:
-    # A fold is due once the log holds this many rows (a row a batch), or its first is this old.
-    FOLD_ROWS = 500
+    # A fold is due once what the log holds comes to this many table rows to write (keys,
+    # counter series, month tallies), or its first row is this old. A fold holds the event
+    # loop for a few microseconds a table row: the bound keeps that pause near 20 ms, and
+    # folding more at once saved little (bench/README.md).
+    FOLD_TABLE_ROWS = 3_000
     FOLD_SECONDS = 1.0
 
     def __init__(
@@ -435,10 +443,11 @@ class WebhookState:
             self._db.execute("INSERT INTO webhook_log (entry) VALUES (?)", (_encode(batch),))
 
     def fold_due(self, now: float) -> bool:
-        """Whether the log holds enough rows, or old enough ones, to fold now."""
-        rows = self._unfolded.rows
-        return rows >= self.FOLD_ROWS or (
-            rows > 0 and now - self._unfolded.since >= self.FOLD_SECONDS)
+        """Whether the log holds enough, or old enough rows, to fold now."""
+        staged = self._unfolded
+        return staged.rows > 0 and (
+            staged.table_rows() >= self.FOLD_TABLE_ROWS
+            or now - staged.since >= self.FOLD_SECONDS)
 
     @property
     def unfolded_rows(self) -> int:
