@@ -8,7 +8,11 @@
 -- is a duplicate. Statuses cycle sent, delivered, read; all carry pricing.
 -- Environment: WRK_SECRET (sign with X-Hub-Signature-256; unset: unsigned), WRK_CHANNELS (the
 -- fleet's size, bench/fleet.py numbering; default 10000), WRK_TAG (makes the ids of one run
--- unlike another's against the same state file; default: the time and a random number).
+-- unlike another's against the same state file; default: the time and a random number),
+-- WRK_RATE (requests a second for each wrk thread, sent to a schedule: `bench/openloop.py`;
+-- unset: as fast as answers come). With a rate, `done` prints how many requests went out
+-- more than 5 ms behind their slot: wrk times each request from when it was sent, so its
+-- latencies hold for an open loop only while the server keeps up with the schedule.
 --
 -- LuaJIT has no SHA-256, so it is written here with its bit library: about 10 us a request,
 -- which keeps one wrk thread far above what either server answers.
@@ -123,9 +127,51 @@ local RECIPIENTS = {"4917612345678", "447700123456", "5511991234567", "919812345
 
 thread_id = 0  -- global: `setup` sets it in each thread's own Lua state
 local threads = 0
+local all_threads = {}
 function setup(thread)
   threads = threads + 1
   thread:set("thread_id", threads)
+  all_threads[threads] = thread
+end
+
+-- The schedule: slot k of a thread is due k / rate seconds after its first. Globals, so
+-- `done` can read them from each thread.
+paced, late, latest = 0, 0, 0
+local rate = tonumber(os.getenv("WRK_RATE") or "0")
+if rate > 0 then
+  local ffi = require("ffi")
+  ffi.cdef[[
+    typedef struct { long tv_sec; long tv_nsec; } wrk_timespec;
+    int clock_gettime(int clock, wrk_timespec *t);
+  ]]
+  local ts = ffi.new("wrk_timespec")
+  local function now_ms()
+    ffi.C.clock_gettime(1, ts)  -- CLOCK_MONOTONIC
+    return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+  end
+  local first, interval = nil, 1000 / rate
+  function delay()
+    local t = now_ms()
+    first = first or t
+    local wait = first + paced * interval - t
+    paced = paced + 1
+    if wait >= 0 then return wait end
+    if -wait > 5 then late = late + 1 end
+    if -wait > latest then latest = -wait end
+    return 0
+  end
+end
+
+function done(summary, latency, requests)
+  if rate <= 0 then return end
+  local n, behind, worst = 0, 0, 0
+  for _, thread in ipairs(all_threads) do
+    n = n + thread:get("paced")
+    behind = behind + thread:get("late")
+    worst = math.max(worst, thread:get("latest"))
+  end
+  io.write(string.format("schedule: %d paced, %d more than 5 ms behind, at most %.1f ms\n",
+                         n, behind, worst))
 end
 
 local n = 0

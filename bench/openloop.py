@@ -1,0 +1,170 @@
+"""Webhooks at a constant rate from wrk (C), with the poller running and /metrics scraped: the
+latency of each answer, whether the counters are exact, and resident memory over the run.
+
+    .venv/bin/python bench/openloop.py [--rate 3000] [--duration 60] [--connections 64]
+        [--scrape-every 15] [--channels 10000] [--wabas 1000] [--wrk-cpu 1] [--tree DIR]
+
+1. `bench/fleet.py` builds the persisted 10,000-channel fleet; the exporter is spawned on it in
+   one process, with the poller on (credentials for an API port nothing listens on, so its
+   discovery retries run as in an outage, and everything it serves comes from the state file),
+   the webhook receiver with an HMAC secret and the example rate card (`bench/webhooks.py`'s
+   `start_exporter`). Not pinned; wrk is pinned to `--wrk-cpu`.
+2. wrk runs `bench/webhook.lua` with `WRK_RATE`: every request a new message, signed, sent to
+   a schedule of `--rate` a second. wrk times a request from when it went out, so the script
+   also counts requests that went out more than 5 ms behind their slot: while that stays near
+   zero, wrk's percentiles are the open loop's.
+3. Meanwhile a thread scrapes `/metrics` with gzip every `--scrape-every` seconds (how long
+   each took is printed) and another samples the exporter's RSS every second.
+4. Exact counters: wrk's requests are numbered in the order they are made, and every one that
+   went out reaches the exporter, so after the run the exporter must show, over the run, as
+   many `ok` answers as statuses counted, and as many messages as the delivered and read
+   statuses among them (statuses cycle sent, delivered, read: two in three).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.fleet import build  # noqa: E402
+from bench.processes import rss_mb  # noqa: E402
+from bench.saturation import LUA, pinned  # noqa: E402
+from bench.webhooks import SECRET, settle, start_exporter, stop  # noqa: E402
+
+
+def totals(port: int) -> dict[str, float]:
+    """Answers by result, and the statuses and messages counted, summed over their series."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=60).text
+    out = {f"answer_{m[1]}": float(m[2]) for m in re.finditer(
+        r'^whatsapp_exporter_webhook_requests_total\{result="(\w+)"\} (\S+)$', text, re.M)}
+    for name in ("statuses", "messages"):
+        out[name] = sum(float(m[1]) for m in re.finditer(
+            rf"^whatsapp_webhook_{name}_total\{{.*\}} (\S+)$", text, re.M))
+    return out
+
+
+class Scraper(threading.Thread):
+    def __init__(self, port: int, every: float) -> None:
+        super().__init__(daemon=True)
+        self.port, self.every = port, every
+        self.took: list[float] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=60, headers={"Accept-Encoding": "gzip"}) as client:
+            while not self.halt.wait(self.every):
+                began = time.perf_counter()
+                client.get(f"http://127.0.0.1:{self.port}/metrics").raise_for_status()
+                self.took.append(time.perf_counter() - began)
+
+
+class Memory(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        began = time.monotonic()
+        while not self.halt.wait(1.0):
+            self.samples.append((time.monotonic() - began, rss_mb(self.pid)))
+
+
+def percentiles(out: str) -> dict[str, float]:
+    found = {}
+    for q, value, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
+        found[q] = float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+    return found
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rate", type=float, default=3000)
+    p.add_argument("--duration", type=float, default=60)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--scrape-every", type=float, default=15)
+    p.add_argument("--channels", type=int, default=10_000)
+    p.add_argument("--wabas", type=int, default=1_000)
+    p.add_argument("--wrk-cpu", type=int, default=1, help="-1: not pinned")
+    p.add_argument("--tree", type=Path, default=ROOT,
+                   help="the exporter's source tree (another checkout, to compare commits)")
+    args = p.parse_args()
+    commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    print(f"machine: {os.cpu_count()} CPU, Python {sys.version.split()[0]}, commit {commit}")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        state = workdir / "state.sqlite3"
+        build(state, args.channels, args.wabas).close()
+        exporter = start_exporter(state, workdir, polling=True, root=args.tree)
+        try:
+            settle(exporter.proc.pid)
+            before = totals(exporter.metrics_port)  # also the first scrape: renders ahead
+            scraper = Scraper(exporter.metrics_port, args.scrape_every)
+            memory = Memory(exporter.proc.pid)
+            scraper.start()
+            memory.start()
+            env = os.environ | {"WRK_SECRET": SECRET, "WRK_CHANNELS": str(args.channels),
+                                "WRK_TAG": f"o{time.time_ns()}", "WRK_RATE": str(args.rate)}
+            out = subprocess.run(
+                [*pinned(args.wrk_cpu), "wrk", "-t1", f"-c{args.connections}",
+                 f"-d{args.duration:g}s", "--latency", "-s", str(LUA),
+                 f"http://127.0.0.1:{exporter.webhook_port}/webhook"],
+                env=env, capture_output=True, text=True, check=True).stdout
+            scraper.halt.set()
+            memory.halt.set()
+            scraper.join()
+            memory.join()
+            time.sleep(2)  # the last answers and their commit
+            after = totals(exporter.metrics_port)
+        finally:
+            stop(exporter.proc)
+    sent = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    schedule = re.search(r"^schedule: .*$", out, re.M)
+    q = percentiles(out)
+    print(f"wrk -t1 -c{args.connections} -d{args.duration:g}s at {args.rate:g}/s: "
+          f"{sent:,} answered, {rate:,.0f}/s; latency p50 {q.get('50', 0):.1f} ms, "
+          f"p90 {q.get('90', 0):.1f} ms, p99 {q.get('99', 0):.1f} ms; "
+          f"{schedule[0] if schedule else 'no schedule line'}")
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        print(f"!! non-2xx answers: {m[1]}")
+    if m := re.search(r"Socket errors: .*", out):
+        print(f"!! {m[0]}")
+    if scraper.took:
+        took = sorted(scraper.took)
+        print(f"scrapes (gzip): {len(took)}, median {statistics.median(took) * 1e3:.0f} ms, "
+              f"longest {took[-1] * 1e3:.0f} ms")
+    grew = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    ok, statuses, messages = grew.get("answer_ok", 0), grew["statuses"], grew["messages"]
+    others = {k: v for k, v in grew.items() if k.startswith("answer_") and k != "answer_ok" and v}
+    want_messages = ok - ok // 3  # requests 1..ok: statuses sent, delivered, read in turn
+    exact = statuses == ok and messages == want_messages and not others
+    print(f"counters over the run: {ok:,.0f} ok answers, {statuses:,.0f} statuses, "
+          f"{messages:,.0f} messages (want {want_messages:,.0f}); other answers "
+          f"{others or 'none'}: {'EXACT' if exact else 'NOT EXACT'}")
+    if memory.samples:
+        rss = [mb for _, mb in memory.samples]
+        half = [(t, mb) for t, mb in memory.samples if t >= memory.samples[-1][0] / 2]
+        slope = ((half[-1][1] - half[0][1]) / max(1e-9, half[-1][0] - half[0][0]) * 60
+                 if len(half) > 1 else 0.0)
+        print(f"RSS: {rss[0]:.0f} MB at the start, {rss[-1]:.0f} MB at the end, "
+              f"{max(rss):.0f} MB at most; second half {slope:+.1f} MB/min")
+
+
+if __name__ == "__main__":
+    main()
