@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,38 @@ async def test_wrk_script_signs_unique_status_webhooks() -> None:
         assert 0 <= int(event.display_phone_number[5:]) < 50
         ids.append(event.message_id)
     assert len(set(ids)) == len(ids)
+
+
+async def test_wrk_script_with_a_rate_reports_its_schedule() -> None:
+    """With WRK_RATE, wrk paces its requests and the script says how many went out to the
+    schedule and how many behind it, for every request wrk made."""
+    wrk_binary = tools.binary("wrk")
+    answered = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal answered
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+                fields = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if line)
+                await reader.readexactly(int(fields["content-length"]))
+                answered += 1
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        wrk = await asyncio.create_subprocess_exec(
+            wrk_binary, "-t1", "-c4", "-d1s", "-s", str(SCRIPT), f"http://127.0.0.1:{port}/",
+            env=os.environ | {"WRK_RATE": "200"}, stdout=asyncio.subprocess.PIPE)
+        out, _ = await wrk.communicate()
+    assert wrk.returncode == 0
+    paced, behind = map(int, re.search(  # type: ignore[union-attr]
+        rb"schedule: (\d+) paced, (\d+) more than 5 ms behind", out).groups())
+    # A slot is taken after each answer, so a connection's first request has none, and wrk
+    # may stop with a connection waiting for its slot: at most one a connection.
+    assert 0 < paced <= answered + 4
+    assert behind <= paced
