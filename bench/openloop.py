@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -96,12 +97,14 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=3000)
     p.add_argument("--duration", type=float, default=60)
     p.add_argument("--connections", type=int, default=64)
-    p.add_argument("--scrape-every", type=float, default=15)
+    p.add_argument("--scrape-every", type=float, default=15,
+                   help="0: never scraped until the end (the fleet holds no webhook counters)")
     p.add_argument("--channels", type=int, default=10_000)
     p.add_argument("--wabas", type=int, default=1_000)
     p.add_argument("--wrk-cpu", type=int, default=1, help="-1: not pinned")
     p.add_argument("--tree", type=Path, default=ROOT,
                    help="the exporter's source tree (another checkout, to compare commits)")
+    p.add_argument("--log", type=Path, help="keep the exporter's log here")
     args = p.parse_args()
     commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
                             capture_output=True, text=True, check=False).stdout.strip()
@@ -113,8 +116,9 @@ def main() -> None:
         exporter = start_exporter(state, workdir, polling=True, root=args.tree)
         try:
             settle(exporter.proc.pid)
-            before = totals(exporter.metrics_port)  # also the first scrape: renders ahead
-            scraper = Scraper(exporter.metrics_port, args.scrape_every)
+            # The first scrape also starts rendering ahead (Exposition.arefresh).
+            before = totals(exporter.metrics_port) if args.scrape_every else {}
+            scraper = Scraper(exporter.metrics_port, args.scrape_every or 1e9)
             memory = Memory(exporter.proc.pid)
             scraper.start()
             memory.start()
@@ -133,6 +137,8 @@ def main() -> None:
             after = totals(exporter.metrics_port)
         finally:
             stop(exporter.proc)
+            if args.log:
+                shutil.copy(exporter.log, args.log)
     sent = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     schedule = re.search(r"^schedule: .*$", out, re.M)
@@ -149,7 +155,7 @@ def main() -> None:
         took = sorted(scraper.took)
         print(f"scrapes (gzip): {len(took)}, median {statistics.median(took) * 1e3:.0f} ms, "
               f"longest {took[-1] * 1e3:.0f} ms")
-    grew = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    grew = {k: v - before.get(k, 0.0) for k, v in after.items()}
     ok, statuses, messages = grew.get("answer_ok", 0), grew["statuses"], grew["messages"]
     others = {k: v for k, v in grew.items() if k.startswith("answer_") and k != "answer_ok" and v}
     want_messages = ok - ok // 3  # requests 1..ok: statuses sent, delivered, read in turn
