@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.fleet import build  # noqa: E402
-from bench.processes import rss_mb  # noqa: E402
+from bench.processes import machine_line, rss_mb  # noqa: E402
 from bench.saturation import LUA, pinned  # noqa: E402
 from bench.webhooks import SECRET, settle, start_exporter, stop  # noqa: E402
 
@@ -109,9 +109,7 @@ def main() -> None:
                    help="the exporter's source tree (another checkout, to compare commits)")
     p.add_argument("--log", type=Path, help="keep the exporter's log here")
     args = p.parse_args()
-    commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-                            capture_output=True, text=True, check=False).stdout.strip()
-    print(f"machine: {os.cpu_count()} CPU, Python {sys.version.split()[0]}, commit {commit}")
+    print(machine_line(ROOT))
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         state = workdir / "state.sqlite3"

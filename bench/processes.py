@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -40,3 +43,10 @@ def rss_mb(pid: int, *, with_children: bool = True) -> float:
             continue
         total += sum(int(line.split()[1]) for line in lines if line.startswith("VmRSS:")) / 1024
     return total
+
+
+def machine_line(root: Path) -> str:
+    """What a benchmark's figures were measured on: cores, Python, the tree's commit."""
+    commit = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    return f"machine: {os.cpu_count()} CPU, Python {sys.version.split()[0]}, commit {commit}"

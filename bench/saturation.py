@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.fleet import build  # noqa: E402
-from bench.processes import free_port  # noqa: E402
+from bench.processes import free_port, machine_line  # noqa: E402
 from bench.webhooks import SECRET, cpu_seconds, settle, start_exporter, stop, wait_port  # noqa: E402
 
 LUA = ROOT / "bench" / "webhook.lua"
@@ -145,9 +145,7 @@ def main() -> None:
         return
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
-    commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-                            capture_output=True, text=True, check=False).stdout.strip()
-    print(f"machine: {os.cpu_count()} CPU, Python {sys.version.split()[0]}, commit {commit}")
+    print(machine_line(ROOT))
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         state = workdir / "state.sqlite3"

@@ -10,6 +10,7 @@ import hmac
 import json
 import os
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,10 @@ SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "webhook.lua"
 SECRET = b"a secret longer than sixty-four bytes, so the script hashes the key first: ........"
 
 
-async def test_wrk_script_signs_unique_status_webhooks() -> None:
-    wrk_binary = tools.binary("wrk")  # skipped without it, except in CI (tests/run.sh has it)
-    bodies: list[tuple[bytes, str]] = []
+def _server(seen: list[tuple[bytes, str]]) -> Callable[
+        [asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A keep-alive HTTP/1.1 server that answers 200 to everything and keeps each body with
+    its signature header."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -33,13 +35,19 @@ async def test_wrk_script_signs_unique_status_webhooks() -> None:
                 head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
                 fields = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if line)
                 body = await reader.readexactly(int(fields["content-length"]))
-                bodies.append((body, fields.get("x-hub-signature-256", "")))
+                seen.append((body, fields.get("x-hub-signature-256", "")))
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return serve
+
+
+async def test_wrk_script_signs_unique_status_webhooks() -> None:
+    wrk_binary = tools.binary("wrk")  # skipped without it, except in CI (tests/run.sh has it)
+    bodies: list[tuple[bytes, str]] = []
+    server = await asyncio.start_server(_server(bodies), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
         wrk = await asyncio.create_subprocess_exec(
@@ -63,22 +71,8 @@ async def test_wrk_script_with_a_rate_reports_its_schedule() -> None:
     """With WRK_RATE, wrk paces its requests and the script says how many went out to the
     schedule and how many behind it, for every request wrk made."""
     wrk_binary = tools.binary("wrk")
-    answered = 0
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal answered
-        try:
-            while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
-                fields = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if line)
-                await reader.readexactly(int(fields["content-length"]))
-                answered += 1
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    seen: list[tuple[bytes, str]] = []
+    server = await asyncio.start_server(_server(seen), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
         wrk = await asyncio.create_subprocess_exec(
@@ -90,5 +84,5 @@ async def test_wrk_script_with_a_rate_reports_its_schedule() -> None:
         rb"schedule: (\d+) paced, (\d+) more than 5 ms behind", out).groups())
     # A slot is taken after each answer, so a connection's first request has none, and wrk
     # may stop with a connection waiting for its slot: at most one a connection.
-    assert 0 < paced <= answered + 4
+    assert 0 < paced <= len(seen) + 4
     assert behind <= paced
