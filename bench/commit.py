@@ -3,7 +3,7 @@
 pages a run writes to the WAL; for this tree and, side by side, for others.
 
     .venv/bin/python bench/commit.py [--mode accept|receiver] [--deliveries 30000]
-        [--batch 12] [--rounds 3] [--tree DIR ...]
+        [--batch 12] [--rounds 3] [--fold-table-rows N] [--tree DIR ...]
 
 Bodies are those of `bench/webhook.lua`: one status each, every one a new message on one of
 10,000 channels, statuses cycling sent, delivered, read, all with pricing, the example rate
@@ -22,6 +22,7 @@ import asyncio
 import hmac
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,7 +55,7 @@ def body(n: int, at: int) -> bytes:
         "changes": [{"value": value, "field": "messages"}]}]}, separators=(",", ":")).encode()
 
 
-def run_accept(deliveries: int, batch: int) -> str:
+def run_accept(deliveries: int, batch: int, fold_table_rows: int) -> str:
     import exporter.db  # noqa: PLC0415 - the tree's own modules, after sys.path is set
     from exporter.webhooks import state as webhook_state  # noqa: PLC0415
     from exporter.webhooks.parser import Delivery, parse  # noqa: PLC0415
@@ -77,19 +78,27 @@ def run_accept(deliveries: int, batch: int) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         state = webhook_state.WebhookState(Path(tmp) / "s.db", channel_of=mapping.get,
                                            rate_card=card)
+        if fold_table_rows and hasattr(state, "FOLD_TABLE_ROWS"):
+            state.FOLD_TABLE_ROWS = fold_table_rows
+        pauses: list[float] = []
         began = time.process_time()
         for i in range(0, deliveries, batch):
             state.accept_many([Delivery(b, now, parse(json.loads(b)))
                                for b in bodies[i:i + batch]], now)
             if hasattr(state, "fold_due") and state.fold_due(now):
+                folding = time.perf_counter()
                 state.fold()
+                pauses.append(time.perf_counter() - folding)
         if hasattr(state, "fold"):
             state.fold()
         used = time.process_time() - began
         frames = state._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
         state.close()
+    folds = (f", {len(pauses)} folds of median {statistics.median(pauses) * 1e3:.1f} ms"
+             if pauses else "")
     return (f"{used / deliveries * 1e6:.1f} us CPU a delivery, "
-            f"{frames / deliveries:.2f} WAL frames a delivery ({frames * 4120 / 1e6:.0f} MB)")
+            f"{frames / deliveries:.2f} WAL frames a delivery ({frames * 4120 / 1e6:.0f} MB)"
+            + folds)
 
 
 def run_receiver(deliveries: int) -> str:
@@ -139,13 +148,16 @@ def main() -> None:
     p.add_argument("--deliveries", type=int, default=30_000)
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--fold-table-rows", type=int, default=0,
+                   help="accept: fold at this many table rows instead of the tree's own")
     p.add_argument("--tree", type=Path, action="append", default=[],
                    help="another source tree to run too (repeatable)")
     p.add_argument("--one", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         sys.path.insert(0, str(args.one))
-        print(run_accept(args.deliveries, args.batch) if args.mode == "accept"
+        print(run_accept(args.deliveries, args.batch, args.fold_table_rows)
+              if args.mode == "accept"
               else run_receiver(args.deliveries))
         return
     trees = [ROOT, *args.tree]
@@ -153,7 +165,8 @@ def main() -> None:
         for tree in trees:
             out = subprocess.run(
                 [sys.executable, __file__, "--one", str(tree), "--mode", args.mode,
-                 "--deliveries", str(args.deliveries), "--batch", str(args.batch)],
+                 "--deliveries", str(args.deliveries), "--batch", str(args.batch),
+                 "--fold-table-rows", str(args.fold_table_rows)],
                 env=os.environ | {"PYTHONPATH": str(tree)}, capture_output=True, text=True,
                 check=True).stdout.strip()
             print(f"round {n + 1}, {tree}: {out}")
