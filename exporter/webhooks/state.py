@@ -149,8 +149,7 @@ class _BatchSeen:
             h = self._hashes[text] = key_hash(text)
         if h in self._stored or (t, h) in self._stored_timed or h in self.new or h in self._row:
             return True
-        unfolded = self._state._unfolded
-        if h in unfolded.hashed or (t, h) in unfolded.timed:
+        if self._state._unfolded.holds(t, h):
             return True
         if self._state._seen_before_hashing(text):
             return True
@@ -196,12 +195,23 @@ class _Batch:
                 self.set_aside.append((index, f"{type(exc).__name__}: {exc}"[:300]))
                 continue
             self.seen.keep_row()
-            for series, amount in row_increments.items():
-                self.increments[series] = self.increments.get(series, 0.0) + amount
-            for where, (messages, cost) in row_tallies.items():
-                tally = self.tallies.setdefault(where, [0.0, 0.0])
-                tally[0] += messages
-                tally[1] += cost
+            _sum_into(self.increments, self.tallies, row_increments, row_tallies)
+
+    @property
+    def records(self) -> bool:
+        """Whether the batch has anything to record: new keys, increments or tallies."""
+        return bool(self.seen.new or self.increments or self.tallies)
+
+
+def _sum_into(increments: Increments, tallies: Tallies, more: Increments,
+              more_tallies: Tallies) -> None:
+    """Add `more` increments and `more_tallies` to `increments` and `tallies`, per series."""
+    for series, amount in more.items():
+        increments[series] = increments.get(series, 0.0) + amount
+    for where, (messages, cost) in more_tallies.items():
+        tally = tallies.setdefault(where, [0.0, 0.0])
+        tally[0] += messages
+        tally[1] += cost
 
 
 class _Unfolded:
@@ -222,6 +232,11 @@ class _Unfolded:
         return (len(self.hashed) + len(self.timed) + len(self.increments)
                 + len(self.tallies))
 
+    def holds(self, t: int, h: int) -> bool:
+        """Whether a key, by its time and hash, waits here (where `_BatchSeen` would find it
+        once folded)."""
+        return h in self.hashed or (t, h) in self.timed
+
     def add(self, new: dict[int, int], now: float, increments: Increments,
             tallies: Tallies) -> None:
         if not self.rows:
@@ -232,12 +247,7 @@ class _Unfolded:
                 self.timed.add((t, h))
             else:
                 self.hashed.setdefault(h, now)
-        for series, amount in increments.items():
-            self.increments[series] = self.increments.get(series, 0.0) + amount
-        for where, (messages, cost) in tallies.items():
-            tally = self.tallies.setdefault(where, [0.0, 0.0])
-            tally[0] += messages
-            tally[1] += cost
+        _sum_into(self.increments, self.tallies, increments, tallies)
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -262,15 +272,8 @@ def _encode(batch: _Batch) -> bytes:
 def _decode(entry: bytes) -> tuple[dict[int, int], float, Increments, Tallies]:
     timed, hashed, now, counted, months = _PlainUnpickler(io.BytesIO(entry)).load()
     new = {h: t for t, h in timed} | dict.fromkeys(hashed, 0)
-    increments: Increments = {}
-    for series, amount in counted:
-        increments[series] = increments.get(series, 0.0) + amount
-    tallies: Tallies = {}
-    for where, (messages, cost) in months:
-        tally = tallies.setdefault(where, [0.0, 0.0])
-        tally[0] += messages
-        tally[1] += cost
-    return new, float(now), increments, tallies
+    # Each series once, as `_encode` wrote it from the batch's dictionaries.
+    return new, float(now), dict(counted), {where: list(tally) for where, tally in months}
 
 
 def labels_json(labels: Labels) -> str:
@@ -439,7 +442,7 @@ class WebhookState:
     def _write(self, batch: _Batch) -> None:
         """A counted batch's keys, counters and month tallies as one log row, inside the
         caller's transaction."""
-        if batch.seen.new or batch.increments or batch.tallies:
+        if batch.records:
             self._db.execute("INSERT INTO webhook_log (entry) VALUES (?)", (_encode(batch),))
 
     def fold_due(self, now: float) -> bool:
@@ -484,7 +487,7 @@ class WebhookState:
     def _apply(self, batch: _Batch) -> None:
         """The memory side of a committed batch: only after the commit, so what is exposed
         never runs ahead of what a restart would load."""
-        if batch.seen.new or batch.increments or batch.tallies:
+        if batch.records:
             self._unfolded.add(batch.seen.new, batch.now, batch.increments, batch.tallies)
         for (metric, labels), amount in batch.increments.items():
             self.journal.written(self._add(metric, labels, amount))
@@ -521,7 +524,7 @@ class WebhookState:
         """Whether a dedupe key is stored: by its event time `at` and hash, by its hash alone,
         or as text by an earlier version."""
         h = key_hash(key)
-        return (h in self._unfolded.hashed or (at, h) in self._unfolded.timed
+        return (self._unfolded.holds(at, h)
                 or self._db.execute("SELECT 1 FROM webhook_seen_t WHERE t=? AND h=?", (at, h)
                                  ).fetchone() is not None
                 or self._db.execute("SELECT 1 FROM webhook_seen_h WHERE h=?", (h,)
