@@ -296,11 +296,11 @@ def _polled_clients(store: Store, owns: Callable[[Channel], bool]) -> Callable[[
 
 def _receiver_config(settings: Settings) -> WorkerConfig:
     """What the webhook receiver takes from the settings, in this process or in a worker."""
+    from exporter.webhooks.worker import WorkerConfig  # noqa: PLC0415 - see the top
+
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     hmac_secret = (settings.webhook_hmac_secret.get_secret_value()
                    if settings.webhook_hmac_secret else None)
-    from exporter.webhooks.worker import WorkerConfig  # noqa: PLC0415 - see the top
-
     forwarding = settings.webhook_forward_url is not None
     return WorkerConfig(
         header=settings.webhook_secret_header, secret=secret, hmac_secret=hmac_secret,

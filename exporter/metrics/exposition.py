@@ -344,8 +344,7 @@ class Exposition:
         """`refresh` in slices that let the event loop run in between."""
         if self._asked:
             async with self._lock:
-                for part in self._parts:
-                    await in_slices(part.steps(**self._keeping()))
+                await self._catch_up(self._keeping())
 
     async def awarm(self) -> None:
         """Render the large parts once, before any scrape has asked: a process starts to be
@@ -353,9 +352,13 @@ class Exposition:
         as for a scraper asking only gzip (Prometheus does): deflated, without the plain text,
         unless a scrape has asked otherwise meanwhile; a plain scrape inflates what it needs."""
         async with self._lock:
-            keeping = self._keeping() if self._asked else {"deflate": True, "keep_plain": False}
-            for part in self._parts:
-                await in_slices(part.steps(**keeping))
+            await self._catch_up(self._keeping() if self._asked
+                                 else {"deflate": True, "keep_plain": False})
+
+    async def _catch_up(self, keeping: dict[str, bool]) -> None:
+        """Every large part brought up to date, in slices that let the event loop run."""
+        for part in self._parts:
+            await in_slices(part.steps(**keeping))
 
     def _keeping(self) -> dict[str, bool]:
         # While scrapers ask only for gzip, each block is deflated as soon as it is rendered
@@ -389,8 +392,7 @@ class Exposition:
         # be in the body, and is rendered again by the next scrape; nothing is missed.
         freshness, cached = self._current(openmetrics)
         if cached is None:
-            for part in self._parts:
-                await in_slices(part.steps(**self._keeping()))
+            await self._catch_up(self._keeping())
             cached = self._assemble(openmetrics, freshness)
         return cached
 

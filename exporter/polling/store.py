@@ -247,17 +247,16 @@ class Store:
         # Each channel's months are gathered first and its ChannelUsage made once: the same
         # months, in the same order, and the fetched_at of its last row, as one per row made.
         shared: dict[Any, Any] = {}
-        gathered: dict[str, tuple[dict[int, MonthUsage], list[float]]] = {}
+        months_of: dict[str, dict[int, MonthUsage]] = {}
+        fetched: dict[str, float] = {}
         for channel_id, month, fetched_at, body in self._db.execute(
             "SELECT channel_id, month_start, fetched_at, body FROM usage"
         ):
-            entry = gathered.get(channel_id)
-            if entry is None:
-                entry = gathered[channel_id] = ({}, [0.0])
-            entry[0][int(month)] = _load_usage(int(month), body, shared)
-            entry[1][0] = float(fetched_at)
-        self.usage = {channel_id: ChannelUsage(months, at[0])
-                      for channel_id, (months, at) in gathered.items()}
+            months_of.setdefault(channel_id, {})[int(month)] = _load_usage(int(month), body,
+                                                                          shared)
+            fetched[channel_id] = float(fetched_at)
+        self.usage = {channel_id: ChannelUsage(months, fetched[channel_id])
+                      for channel_id, months in months_of.items()}
         for scope, id_, cur, amount, at in self._db.execute("SELECT * FROM balances"):
             balance = Balance(Decimal(amount), cur)
             self.balance_fetched_at[(scope, id_)] = float(at)
@@ -292,10 +291,6 @@ def _dump_usage(u: MonthUsage) -> str:
 
 def _unknown(points_without_cost: int) -> list[int]:
     return [points_without_cost] if points_without_cost else []
-
-
-def _count(rest: list[Any]) -> int:
-    return int(rest[0]) if rest else 0
 
 
 def _load_usage(month: int, text: str, shared: dict[Any, Any] | None = None) -> MonthUsage:
