@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -41,9 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.fleet import build  # noqa: E402
-from bench.processes import machine_line, rss_mb  # noqa: E402
+from bench.processes import machine_line  # noqa: E402
 from bench.saturation import LUA, pinned  # noqa: E402
-from bench.webhooks import SECRET, settle, start_exporter, stop  # noqa: E402
+from bench.webhooks import SECRET, Sampler, Scraper, settle, start_exporter, stop  # noqa: E402
 
 
 def totals(port: int) -> dict[str, float]:
@@ -58,34 +57,6 @@ def totals(port: int) -> dict[str, float]:
         r'^whatsapp_webhook_statuses_total\{.*status="(?:delivered|read)".*\} (\S+)$', text,
         re.M))
     return out
-
-
-class Scraper(threading.Thread):
-    def __init__(self, port: int, every: float) -> None:
-        super().__init__(daemon=True)
-        self.port, self.every = port, every
-        self.took: list[float] = []
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        with httpx.Client(timeout=60, headers={"Accept-Encoding": "gzip"}) as client:
-            while not self.halt.wait(self.every):
-                began = time.perf_counter()
-                client.get(f"http://127.0.0.1:{self.port}/metrics").raise_for_status()
-                self.took.append(time.perf_counter() - began)
-
-
-class Memory(threading.Thread):
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.samples: list[tuple[float, float]] = []
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        began = time.monotonic()
-        while not self.halt.wait(1.0):
-            self.samples.append((time.monotonic() - began, rss_mb(self.pid)))
 
 
 def percentiles(out: str) -> dict[str, float]:
@@ -120,7 +91,7 @@ def main() -> None:
             # The first scrape also starts rendering ahead (Exposition.arefresh).
             before = totals(exporter.metrics_port) if args.scrape_every else {}
             scraper = Scraper(exporter.metrics_port, args.scrape_every or 1e9)
-            memory = Memory(exporter.proc.pid)
+            memory = Sampler(exporter.proc.pid, None)
             scraper.start()
             memory.start()
             env = os.environ | {"WRK_SECRET": SECRET, "WRK_CHANNELS": str(args.channels),
@@ -152,8 +123,8 @@ def main() -> None:
         print(f"!! non-2xx answers: {m[1]}")
     if m := re.search(r"Socket errors: .*", out):
         print(f"!! {m[0]}")
-    if scraper.took:
-        took = sorted(scraper.took)
+    if scraper.durations:
+        took = sorted(scraper.durations)
         print(f"scrapes (gzip): {len(took)}, median {statistics.median(took) * 1e3:.0f} ms, "
               f"longest {took[-1] * 1e3:.0f} ms")
     grew = {k: v - before.get(k, 0.0) for k, v in after.items()}
@@ -168,8 +139,10 @@ def main() -> None:
           f"{messages:,.0f} messages (want {want_messages:,.0f}); other answers "
           f"{others or 'none'}: {'EXACT' if exact else 'NOT EXACT'}")
     if memory.samples:
-        rss = [mb for _, mb in memory.samples]
-        half = [(t, mb) for t, mb in memory.samples if t >= memory.samples[-1][0] / 2]
+        began = memory.samples[0].at
+        timeline = [(sample.at - began, sample.rss) for sample in memory.samples]
+        rss = [mb for _, mb in timeline]
+        half = [(t, mb) for t, mb in timeline if t >= timeline[-1][0] / 2]
         slope = ((half[-1][1] - half[0][1]) / max(1e-9, half[-1][0] - half[0][0]) * 60
                  if len(half) > 1 else 0.0)
         print(f"RSS: {rss[0]:.0f} MB at the start, {rss[-1]:.0f} MB at the end, "
