@@ -44,17 +44,26 @@ def _server(seen: list[tuple[bytes, str]]) -> Callable[
     return serve
 
 
-async def test_wrk_script_signs_unique_status_webhooks() -> None:
+async def _wrk(threads: int, connections: int, env: dict[str, str],
+               ) -> tuple[list[tuple[bytes, str]], bytes]:
+    """The real wrk for a second with the script against `_server`: the bodies and signature
+    headers the server took, and what wrk printed."""
     wrk_binary = tools.binary("wrk")  # skipped without it, except in CI (tests/run.sh has it)
-    bodies: list[tuple[bytes, str]] = []
-    server = await asyncio.start_server(_server(bodies), "127.0.0.1", 0)
+    seen: list[tuple[bytes, str]] = []
+    server = await asyncio.start_server(_server(seen), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
         wrk = await asyncio.create_subprocess_exec(
-            wrk_binary, "-t2", "-c2", "-d1s", "-s", str(SCRIPT), f"http://127.0.0.1:{port}/webhook",
-            env=os.environ | {"WRK_SECRET": SECRET.decode(), "WRK_CHANNELS": "50"},
-            stdout=asyncio.subprocess.DEVNULL)
-        assert await wrk.wait() == 0
+            wrk_binary, f"-t{threads}", f"-c{connections}", "-d1s", "-s", str(SCRIPT),
+            f"http://127.0.0.1:{port}/webhook", env=os.environ | env,
+            stdout=asyncio.subprocess.PIPE)
+        out, _ = await wrk.communicate()
+    assert wrk.returncode == 0
+    return seen, out
+
+
+async def test_wrk_script_signs_unique_status_webhooks() -> None:
+    bodies, _ = await _wrk(2, 2, {"WRK_SECRET": SECRET.decode(), "WRK_CHANNELS": "50"})
     assert bodies
     ids = []
     for body, signature in bodies:
@@ -70,16 +79,7 @@ async def test_wrk_script_signs_unique_status_webhooks() -> None:
 async def test_wrk_script_with_a_rate_reports_its_schedule() -> None:
     """With WRK_RATE, wrk paces its requests and the script says how many went out to the
     schedule and how many behind it, for every request wrk made."""
-    wrk_binary = tools.binary("wrk")
-    seen: list[tuple[bytes, str]] = []
-    server = await asyncio.start_server(_server(seen), "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    async with server:
-        wrk = await asyncio.create_subprocess_exec(
-            wrk_binary, "-t1", "-c4", "-d1s", "-s", str(SCRIPT), f"http://127.0.0.1:{port}/",
-            env=os.environ | {"WRK_RATE": "200"}, stdout=asyncio.subprocess.PIPE)
-        out, _ = await wrk.communicate()
-    assert wrk.returncode == 0
+    seen, out = await _wrk(1, 4, {"WRK_RATE": "200"})
     paced, behind = map(int, re.search(  # type: ignore[union-attr]
         rb"schedule: (\d+) paced, (\d+) more than 5 ms behind", out).groups())
     # A slot is taken after each answer, so a connection's first request has none, and wrk
