@@ -143,7 +143,9 @@ def start_exporter(state: Path, workdir: Path, *, polling: bool = True,
         "D360_WEBHOOK_WORKERS": str(workers), "PYTHONPATH": str(root)}
     log = workdir / f"exporter-{port}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "exporter"], env=env,
+        # From `root`: `python -m` puts the working directory first on sys.path, ahead of
+        # PYTHONPATH, so from another checkout's directory that checkout's code would run.
+        proc = subprocess.Popen([sys.executable, "-m", "exporter"], env=env, cwd=root,
                                 stdout=subprocess.DEVNULL, stderr=out)
     wait_port(port, proc)
     wait_port(webhook_port, proc)
