@@ -35,7 +35,7 @@ from exporter.polling.sharding import ShardBudgets
 from exporter.polling.store import Store
 from exporter.preflight import bind_listener, prepare_state_path
 from exporter.runtime import loopback_url, process_webhooks, refresh_exposition
-from exporter.serving import cancel_and_wait, embedded_server, url_of
+from exporter.serving import cancel_and_wait, embedded_server, open_connections, url_of
 
 # What only some modes use is imported where they build it: a start imports only what its
 # mode runs (the webhook side alone is a tenth of the imports), and the first scrape after a
@@ -406,7 +406,9 @@ async def _serve_on(settings: Settings, listener: socket.socket,
             pool = _worker_pool(exporter, webhook_socket)
             await pool.start()
         else:
-            servers.append((embedded_server(exporter.webhook_app), webhook_socket))
+            webhook_server = embedded_server(exporter.webhook_app)
+            exporter.webhook_app.watch(open_connections(webhook_server))
+            servers.append((webhook_server, webhook_socket))
         tasks.append(asyncio.create_task(
             process_webhooks(exporter.webhooks, exporter.reconciler, exporter.clock),
             name="webhooks"))

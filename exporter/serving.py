@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import uvicorn
@@ -91,6 +91,12 @@ def embedded_server(app: ASGIApp) -> EmbeddedServer:
     return EmbeddedServer(uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off",
         timeout_graceful_shutdown=5, http=GuardedHttpToolsProtocol))
+
+
+def open_connections(server: uvicorn.Server) -> Callable[[], int]:
+    """How many connections `server` has open, at any moment."""
+    connections = server.server_state.connections
+    return lambda: len(connections)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -43,25 +43,43 @@ Waiting = list[tuple[Delivery, "asyncio.Future[bool]"]]
 
 class Gathering:
     """Deliveries gathered from the first for 5 ms, then handed on together (`_flush`); each
-    request waits for its own answer. Under a stream, one batch then holds a dozen requests."""
+    request waits for its own answer. Under a stream, one batch then holds a dozen requests.
+
+    With `watch`, a batch is handed on at once when it holds a request from every open
+    connection: HTTP/1.1 carries one request at a time on a connection, so nothing more can
+    arrive before this batch is answered, and waiting out the window would leave the process
+    idle (a sender that keeps a fixed number of requests in flight, as 360dialog's relay
+    does, otherwise loses most of the window on every batch)."""
 
     WINDOW_SECONDS = 0.005
 
     def __init__(self) -> None:
         self._waiting: Waiting = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._connections: Callable[[], int] | None = None
+
+    def watch(self, connections: Callable[[], int]) -> None:
+        """`connections`: how many connections the server has open now."""
+        self._connections = connections
 
     async def append(self, delivery: Delivery) -> bool:
         """True once counted and recorded; False if the same bytes were accepted before."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
-        if not self._waiting:
-            loop.call_later(self.WINDOW_SECONDS, self._hand_on)
         self._waiting.append((delivery, done))
+        if self._connections is not None and len(self._waiting) >= self._connections():
+            self._hand_on()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.WINDOW_SECONDS, self._hand_on)
         return await done
 
     def _hand_on(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         batch, self._waiting = self._waiting, []
-        self._flush(batch)
+        if batch:
+            self._flush(batch)
 
     def _flush(self, batch: Waiting) -> None:
         raise NotImplementedError
@@ -257,6 +275,12 @@ class WebhookReceiver:
         # The answers a stream gets thousands of times a second, made once.
         self._plain = {result: _Answer(200, json.dumps({"result": result}, separators=(",", ":"))
                                        .encode()) for result in ("ok", "duplicate")}
+
+    def watch(self, connections: Callable[[], int]) -> None:
+        """Hand batches on as soon as every open connection waits on one (`Gathering.watch`);
+        `connections`: how many the server serving this app has open."""
+        if isinstance(self._recorder, Gathering):
+            self._recorder.watch(connections)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
