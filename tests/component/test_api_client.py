@@ -344,3 +344,29 @@ async def test_balances_without_amounts_do_not_fail_the_poll(http, clock, info_l
     assert [e["endpoint"] for e in skipped] == ["channel_balance", "client_balance",
                                                 "partner_balance"]
     assert skipped[-1]["records"] == 2
+
+
+async def test_httpcore_finds_its_async_library_without_a_failed_import(monkeypatch):
+    """httpcore asks which async library runs for every lock and event of a request; without
+    sniffio installed each answer was a failed import, searched along sys.path every time."""
+    import builtins  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from httpcore._synchronization import current_async_library  # noqa: PLC0415
+
+    assert current_async_library() == "asyncio"
+    assert "sniffio" in sys.modules
+    failed: list[str] = []
+    real_import = builtins.__import__
+
+    def watching(name, *args, **kwargs):
+        try:
+            return real_import(name, *args, **kwargs)
+        except ImportError:
+            failed.append(name)
+            raise
+
+    monkeypatch.setattr(builtins, "__import__", watching)
+    for _ in range(3):
+        current_async_library()
+    assert failed == []
