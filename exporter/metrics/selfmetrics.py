@@ -89,9 +89,21 @@ class SelfMetrics:
         self.webhook_outbox_age = Gauge(
             PREFIX + "webhook_outbox_oldest_age_seconds", "Age of the oldest webhook body still "
             "waiting to be forwarded (0 when none waits).", registry=r)
+        # Registered by the poller (`polling`): a process that does not poll shows no verdict.
+        self.api_reachable = Gauge(
+            PREFIX + "api_reachable", "1 while the Partner API answers; 0 once calls in a row "
+            "got no HTTP answer, while one call at a time asks it again.", registry=None)
+        self.api_reachable.set(1)
+        self._polling = False
         Info(PREFIX + "build", "Exporter version.", registry=r).info({"version": __version__})
         for kind in ("clients", "wabas", "channels"):
             self.discovered.labels(kind)
+
+    def polling(self) -> None:
+        """The poller runs: its gauges join the exposition."""
+        if not self._polling:
+            self._polling = True
+            self.registry.register(self.api_reachable)
 
     def observe_request(self, endpoint: str, code: str, seconds: float) -> None:
         self.api_requests.labels(endpoint, code).inc()

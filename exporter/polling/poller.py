@@ -26,7 +26,7 @@ import structlog
 
 from exporter.api import models
 from exporter.api.client import PartnerApi
-from exporter.api.errors import ApiError, RateLimitError, ResponseError
+from exporter.api.errors import ApiError, RateLimitError, ResponseError, TransportError
 from exporter.calendar import day_start, month_start, reporting_month
 from exporter.clock import Clock, to_ms
 from exporter.config import Settings
@@ -44,6 +44,7 @@ from exporter.polling.backoff import (
 from exporter.polling.charging import close_out_room, scopes_for
 from exporter.polling.diagnosis import Problem, discovery_problem
 from exporter.polling.ledger import Ledger, Scope
+from exporter.polling.outage import FAILURES_IN_A_ROW, Outage
 from exporter.polling.schedule import (
     ChannelPlan,
     PlanParams,
@@ -105,6 +106,8 @@ class Poller:
         self._sem = asyncio.Semaphore(settings.max_concurrent_requests)
         self._wake = asyncio.Event()
         self._failures: dict[TaskKey, int] = defaultdict(int)
+        self._outage = Outage()
+        metrics.polling()
         # Fleet shape for this replica, derived from the store's discovery.
         self.plans: dict[str, ChannelPlan] = {}
         self._wabas: dict[str, list[str]] = {}
@@ -156,10 +159,12 @@ class Poller:
         self._due.pop(key, None)
 
     def next_due(self) -> float | None:
+        """When the next task may start: the most overdue one's time, and while the API does
+        not answer, not before its next probe."""
         while self._heap:
             when, _, key = self._heap[0]
             if self._due.get(key) == when:
-                return when
+                return max(when, self._outage.next_probe) if self._outage.down else when
             heapq.heappop(self._heap)
         return None
 
@@ -450,6 +455,8 @@ class Poller:
             due = self.next_due()
             if due is None or due > now:
                 break
+            if not self._outage.may_start(now, len(self._inflight)):
+                break  # the API does not answer: one call at a time
             _, _, key = heapq.heappop(self._heap)
             del self._due[key]
             if key[0] == TaskKind.SLOT:
@@ -487,6 +494,11 @@ class Poller:
     def saturated(self) -> bool:
         return len(self._inflight) >= self.settings.max_concurrent_requests
 
+    def _waits_for_requests(self) -> bool:
+        """Nothing may start before a request in flight ends (which wakes the loop): at the
+        most requests at once, or while a probe of an API that does not answer is out."""
+        return self.saturated() or (self._outage.down and bool(self._inflight))
+
     async def drain(self) -> None:
         """Wait for every request in flight (tests step the loop with tick() and drain())."""
         while self._inflight:
@@ -496,7 +508,7 @@ class Poller:
         while True:
             self._wake.clear()
             nxt = await self.tick()
-            if self.saturated():
+            if self._waits_for_requests():
                 nxt = None  # what is due waits for a request to end, which wakes the loop
             delay = MAX_IDLE_SLEEP_SECONDS if nxt is None else nxt - self.clock.now()
             delay = min(max(delay, 0.0), MAX_IDLE_SLEEP_SECONDS)
@@ -544,7 +556,7 @@ class Poller:
         try:
             async with self._sem:
                 if kind == TaskKind.DISCOVERY:
-                    await self._discover()
+                    await self._discover(self.clock.now())
                     return
                 if not charged and not self._try_charge(key, scopes):
                     return
@@ -552,8 +564,10 @@ class Poller:
                 try:
                     await self._call(kind, id_, started)
                 except ApiError as exc:
+                    self._heard(exc, started)
                     self._failed(key, exc)
                 else:
+                    self._heard(None, started)
                     self._failures.pop(key, None)
                     self._reschedule_after_success(key, started)
         except Exception:
@@ -675,6 +689,23 @@ class Poller:
                     attempt=attempt, retry_in_seconds=round(delay, 1))
         self._schedule(key, self.clock.now() + delay)
 
+    def _heard(self, exc: ApiError | None, started: float) -> None:
+        """What a call that started at `started` tells of the API as a whole: no HTTP answer
+        (`TransportError`), or one of any status."""
+        now = self.clock.now()
+        if isinstance(exc, TransportError):
+            if self._outage.unanswered(now, started):
+                self.metrics.api_reachable.set(0)
+                log.warning("api_unreachable", error=str(exc), calls_in_a_row=FAILURES_IN_A_ROW,
+                            next_call_in_seconds=round(self._outage.next_probe - now, 1),
+                            note="one call at a time until it answers; the last good numbers "
+                            "are served meanwhile")
+            return
+        down_for = self._outage.answered(now)
+        if down_for is not None:
+            self.metrics.api_reachable.set(1)
+            log.warning("api_reachable_again", down_seconds=round(down_for, 1))
+
     def _task_interval(self, key: TaskKey) -> float:
         kind, id_ = key
         return task_interval(
@@ -683,7 +714,7 @@ class Poller:
 
     # -- discovery -------------------------------------------------------------------------------
 
-    async def _discover(self) -> None:
+    async def _discover(self, started: float) -> None:
         key: TaskKey = (TaskKind.DISCOVERY, "")
         try:
             clients = await self._all_pages(self.api.clients_page)
@@ -691,9 +722,11 @@ class Poller:
         except _Deferred:
             return
         except ApiError as exc:
+            self._heard(exc, started)
             self._discovery_failed(exc)
             self._failed(key, exc)
             return
+        self._heard(None, started)
         self._failures.pop(key, None)
         if self.discovery_problem is not None:
             log.info("discovery_recovered", partner_id=self.settings.partner_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import dataclasses
+import itertools
 from collections import Counter
 from collections.abc import Callable
 
@@ -328,3 +329,50 @@ async def test_after_a_restart_the_first_poll_takes_the_currency_from_the_stored
     costs = (await rig.samples())["whatsapp_cost_total"]
     assert costs
     assert {dict(k)["currency"] for k in costs} <= currencies
+
+
+async def test_an_api_that_does_not_answer_is_asked_one_call_at_a_time(tmp_path):
+    """Connections refused for half an hour: after a few calls in a row without an answer the
+    poller sends one call at a time, further and further apart, instead of every task backing
+    off on its own; the last numbers stay served, the outage shows in a gauge and the log, and
+    once the API answers every channel is polled again."""
+    import structlog.testing  # noqa: PLC0415
+
+    rig = make_rig(tmp_path, build_fleet(7, waba_sizes=(1, 3, 25, 6, 6), clients=2))
+    await rig.run_until(START + 3600)
+    before = series(await rig.samples(), "whatsapp_messages_total")
+    assert (await rig.samples())["whatsapp_exporter_api_reachable"] == {(): 1.0}
+    asked: list[float] = []
+
+    def refused(request: httpx.Request) -> httpx.Response | None:
+        asked.append(rig.clock.now())
+        raise httpx.ConnectError("connection refused")
+
+    rig.transport.fault = refused
+    with structlog.testing.capture_logs() as logs:
+        await rig.run_until(START + 3600 + 1800)
+        during = await rig.samples()
+        assert during["whatsapp_exporter_api_reachable"] == {(): 0.0}
+        assert series(during, "whatsapp_messages_total") == before  # the last numbers stay
+        # What was in flight when it went down, then one probe at a time: 5, 10, 20 ... s apart,
+        # at most two minutes. Each task on its own backoff sent hundreds in the half hour.
+        probes = [t for t in asked if t > asked[0] + 1]
+        assert len(asked) - len(probes) <= 8 + 2
+        gaps = [b - a for a, b in itertools.pairwise(probes)]
+        assert gaps
+        assert min(gaps) >= 5
+        assert max(gaps) <= 121
+        assert len(asked) <= 10 + 1800 / 120 + 6
+        rig.transport.fault = None
+        back = rig.clock.now()
+        await rig.run_until(START + 3 * 3600)
+    events = [e["event"] for e in logs]
+    assert events.count("api_unreachable") == 1
+    (again,) = [e for e in logs if e["event"] == "api_reachable_again"]
+    assert 1700 <= again["down_seconds"] <= 1800 + 121
+    after = await rig.samples()
+    assert after["whatsapp_exporter_api_reachable"] == {(): 1.0}
+    updated = after["whatsapp_usage_updated_timestamp_seconds"]
+    assert len(updated) == len(rig.fleet.channels())
+    assert min(updated.values()) >= back
+    assert rig.sim.rate_limited == 0
