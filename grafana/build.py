@@ -569,28 +569,38 @@ def exporter_health() -> dict[str, object]:
                  "{{scope}}")], width=12, height=8)
 
     b.row("Partner API")
+    answering = model.ValueMap(options={
+        "1": model.ValueMappingResult(text="answering", color="green", index=0),
+        "0": model.ValueMappingResult(text="not answering", color="red", index=1)})
+    b.add(big_number("none", 0).mappings([answering]), "Partner API",
+          f"Whether the Partner API answers (whatsapp_exporter_api_reachable): after 3 calls in "
+          f"a row without an HTTP answer it counts as down, and the exporter asks it one call "
+          f"at a time, 5 s to 2 minutes apart, until it answers; the last good numbers are "
+          f"served meanwhile. No data: this replica does not poll. {EXPORTER_NOTE}",
+          [query("min(whatsapp_exporter_api_reachable)", "answering", instant=True)],
+          width=4, height=6)
     b.add(big_number("short", 0).thresholds(thresholds((None, "green"), (1, "red"))),
           "429 answers in range",
           f"HTTP 429 answers from the Partner API in the selected range "
           f"(whatsapp_exporter_rate_limited_total). Each one is a planning bug: expect 0. "
           f"{EXPORTER_NOTE}",
           [query(zero_if_none("sum(increase(whatsapp_exporter_rate_limited_total[$__range]))"),
-                 "429s", instant=True)], width=6, height=6)
+                 "429s", instant=True)], width=5, height=6)
     b.add(big_number("short", 0).thresholds(thresholds((None, "green"), (1, "orange"))),
           "API errors in range",
           f"Failed Partner API calls in the selected range, all kinds "
           f"(whatsapp_exporter_api_errors_total). {EXPORTER_NOTE}",
           [query(zero_if_none("sum(increase(whatsapp_exporter_api_errors_total[$__range]))"),
-                 "errors", instant=True)], width=6, height=6)
+                 "errors", instant=True)], width=5, height=6)
     b.add(big_number("reqps", 2), "API request rate",
           f"Partner API requests per second, averaged over the selected range. {EXPORTER_NOTE}",
           [query("sum(rate(whatsapp_exporter_api_requests_total[$__range]))", "requests/s",
-                 instant=True)], width=6, height=6)
+                 instant=True)], width=5, height=6)
     b.add(big_number("s", 0), "Since last discovery",
           f"Time since discovery last completed "
           f"(whatsapp_exporter_last_discovery_success_timestamp_seconds). {EXPORTER_NOTE}",
           [query("time() - max(whatsapp_exporter_last_discovery_success_timestamp_seconds)",
-                 "age", instant=True)], width=6, height=6)
+                 "age", instant=True)], width=5, height=6)
     b.add(over_time("reqps", stacked=True), "API requests by endpoint and status",
           f"Partner API requests per second by endpoint and HTTP status (code 'transport' when "
           f"no answer came). {EXPORTER_NOTE}",
