@@ -48,8 +48,8 @@ class Gathering:
     With `watch`, a batch is handed on at once when it holds a request from every open
     connection: HTTP/1.1 carries one request at a time on a connection, so nothing more can
     arrive before this batch is answered, and waiting out the window would leave the process
-    idle (a sender that keeps a fixed number of requests in flight, as 360dialog's relay
-    does, otherwise loses most of the window on every batch)."""
+    idle (a sender that waits for each answer before its next request on a connection would
+    otherwise lose most of the window on every batch)."""
 
     WINDOW_SECONDS = 0.005
 
